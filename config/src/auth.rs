@@ -1,0 +1,156 @@
+//! `auth:` — the callers' API keys, their limits and scopes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ConfigError, join};
+use crate::{EnvLookup, Secret, resolve_secret};
+
+/// All API keys, keyed by caller name.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Caller name → key. The name appears in logs and metrics, never the key.
+    pub keys: BTreeMap<String, KeyConfig>,
+}
+
+/// A rate limit (GCRA): a steady rate plus a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second (may be fractional: `0.5` is one every 2 s).
+    pub per_second: f64,
+    /// Requests allowed at once above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+const fn default_burst() -> u32 {
+    1
+}
+
+impl RateLimit {
+    pub(crate) fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+            errors.push(ConfigError::new(
+                join(path, "per_second"),
+                "must be a positive number",
+            ));
+        }
+        if self.burst == 0 {
+            errors.push(ConfigError::new(join(path, "burst"), "must be at least 1"));
+        }
+    }
+}
+
+/// One caller's key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Name of an environment variable holding the key itself.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// The key inline. For local use only.
+    #[serde(default)]
+    pub key: Option<Secret<String>>,
+    /// Per-key rate limit. Default: 50/s, burst 100.
+    #[serde(default = "default_key_rate_limit")]
+    pub rate_limit: RateLimit,
+    /// Providers this key may use. Omit: all providers.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Name of an environment variable holding this caller's webhook secret (`whsec_...`).
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// The webhook secret inline. For local use only.
+    #[serde(default)]
+    pub webhook_secret: Option<Secret<String>>,
+    /// SHA-256 of the key, resolved from whichever of the three forms was given.
+    #[serde(skip)]
+    pub sha256: [u8; 32],
+    /// The webhook secret, resolved.
+    #[serde(skip)]
+    pub resolved_webhook_secret: Option<Secret<String>>,
+}
+
+const fn default_key_rate_limit() -> RateLimit {
+    RateLimit {
+        per_second: 50.0,
+        burst: 100,
+    }
+}
+
+impl KeyConfig {
+    /// Resolves the key and secrets and checks what spans fields.
+    pub(crate) fn resolve(
+        &mut self,
+        path: &str,
+        providers: &[&str],
+        env: &EnvLookup,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let given = [
+            self.key_sha256.is_some(),
+            self.key_env.is_some(),
+            self.key.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => errors.push(ConfigError::new(
+                path,
+                "one of key_sha256, key_env or key is required",
+            )),
+            1 => {}
+            _ => errors.push(ConfigError::new(
+                path,
+                "give only one of key_sha256, key_env or key",
+            )),
+        }
+        if let Some(hex_digest) = &self.key_sha256 {
+            let mut digest = [0_u8; 32];
+            if hex::decode_to_slice(hex_digest.trim(), &mut digest).is_ok() {
+                self.sha256 = digest;
+            } else {
+                errors.push(ConfigError::new(
+                    join(path, "key_sha256"),
+                    "must be 64 hex characters (a SHA-256 digest)",
+                ));
+            }
+        } else if let Some(key) = resolve_secret(
+            path,
+            "key",
+            self.key.as_ref(),
+            self.key_env.as_deref(),
+            env,
+            errors,
+        ) {
+            self.sha256 = Sha256::digest(key.expose().as_bytes()).into();
+        }
+        self.resolved_webhook_secret = resolve_secret(
+            path,
+            "webhook_secret",
+            self.webhook_secret.as_ref(),
+            self.webhook_secret_env.as_deref(),
+            env,
+            errors,
+        );
+        self.rate_limit.validate(&join(path, "rate_limit"), errors);
+        if let Some(allowed) = &self.providers {
+            for (i, name) in allowed.iter().enumerate() {
+                if !providers.contains(&name.as_str()) {
+                    errors.push(ConfigError::new(
+                        format!("{}[{i}]", join(path, "providers")),
+                        format!(
+                            "unknown provider `{name}` (configured: {})",
+                            providers.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}

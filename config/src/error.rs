@@ -1,0 +1,105 @@
+//! Configuration problems, each tied to the YAML path it is about.
+
+use std::fmt;
+
+/// One problem in the configuration, e.g. `providers.pbx-hq.bse_url: unknown field`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted YAML path (`providers.pbx-hq.timeout`, `auth.keys.crm.providers[1]`).
+    pub path: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one load, in YAML order as far as it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Joins a parent path and a child segment (`a` + `b` → `a.b`).
+pub(crate) fn join(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+/// Turns a serde error found while deserializing the value at `prefix` into a
+/// `ConfigError` whose path names the offending field.
+///
+/// serde reports unknown and missing fields at the level of the enclosing map,
+/// naming the field only in its message (``unknown field `bse_url`, expected one
+/// of ...``); the field is moved into the path so the message reads like a YAML path.
+pub(crate) fn from_serde(
+    prefix: &str,
+    err: &serde_path_to_error::Error<serde_json::Error>,
+) -> ConfigError {
+    let mut path = prefix.to_owned();
+    for segment in err.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => path = join(&path, key),
+            serde_path_to_error::Segment::Enum { variant } => path = join(&path, variant),
+            serde_path_to_error::Segment::Unknown => path = join(&path, "?"),
+        }
+    }
+    let message = err.inner().to_string();
+    for (prefix_text, label) in [
+        ("unknown field `", "unknown field"),
+        ("missing field `", "missing field"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix_text) {
+            if let Some((field, tail)) = rest.split_once('`') {
+                let tail = tail.trim_start_matches(',').trim();
+                let message = if tail.is_empty() {
+                    label.to_owned()
+                } else {
+                    format!("{label} ({tail})")
+                };
+                // serde_path_to_error already names an unknown key in the path; a missing one it cannot.
+                let named = path.rsplit('.').next() == Some(field);
+                return ConfigError::new(if named { path } else { join(&path, field) }, message);
+            }
+        }
+    }
+    ConfigError::new(path, message)
+}

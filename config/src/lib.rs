@@ -1,0 +1,320 @@
+//! Typed configuration of summary-gateway.
+//!
+//! YAML first, then `SUMMARY_GATEWAY__SECTION__KEY` environment overrides
+//! (figment; a double underscore nests). Every struct denies unknown fields,
+//! durations are humantime strings (`3s`, `12h`), and secrets come from
+//! environment variables named by `*_env` fields (or inline, for local use) and
+//! are held in [`Secret`], which never prints.
+//!
+//! Loading never stops at the first problem: [`Config::load`] returns every
+//! problem it can find, each with its YAML path
+//! (`providers.pbx-hq.bse_url: unknown field`), which is what
+//! `summary-gateway check-config` prints.
+//!
+//! Layout:
+//! - [`server`], [`store`], [`webhooks`], [`auth`], [`providers`]: one module per YAML section.
+//! - [`secret`]: the `Secret<T>` wrapper.
+//! - [`error`]: `ConfigError` (path + message) and `ConfigErrors`.
+
+pub mod auth;
+pub mod error;
+pub mod providers;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod webhooks;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
+pub use crate::error::{ConfigError, ConfigErrors};
+use crate::error::{from_serde, join};
+pub use crate::providers::{CommonConfig, ProviderConfig, VendorConfig, YeastarConfig};
+pub use crate::secret::Secret;
+pub use crate::server::ServerConfig;
+pub use crate::store::StoreConfig;
+pub use crate::webhooks::WebhooksConfig;
+
+/// Prefix of environment overrides: `SUMMARY_GATEWAY__STORE__SUMMARY_TTL=1h`.
+pub const ENV_PREFIX: &str = "SUMMARY_GATEWAY__";
+
+/// How `*_env` names are looked up (the process environment, or a map in tests).
+pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// The whole configuration, validated and with secrets resolved.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub webhooks: WebhooksConfig,
+    pub auth: AuthConfig,
+    /// Provider name → provider.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+const SECTIONS: &[&str] = &["server", "store", "webhooks", "auth", "providers"];
+
+impl Config {
+    /// Loads a YAML file, applies `SUMMARY_GATEWAY__...` overrides from the
+    /// environment and resolves `*_env` secrets from the environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let figment =
+            Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(&figment, &process_env)
+    }
+
+    /// Parses YAML text alone (no environment overrides); `*_env` secrets are
+    /// looked up with `env`.
+    pub fn from_yaml(yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {
+        Self::from_figment(&Figment::from(Yaml::string(yaml)), env)
+    }
+
+    fn from_figment(figment: &Figment, env: &EnvLookup) -> Result<Self, ConfigErrors> {
+        let value: Value = figment.extract().map_err(|e| {
+            ConfigErrors(
+                e.into_iter()
+                    .map(|e| {
+                        let path = e.path.join(".");
+                        let message = e.kind.to_string();
+                        let source = e
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.source.as_ref())
+                            .map(ToString::to_string);
+                        ConfigError::new(
+                            path,
+                            source
+                                .map_or_else(|| message.clone(), |s| format!("{message} (in {s})")),
+                        )
+                    })
+                    .collect(),
+            )
+        })?;
+        Self::from_value(value, env)
+    }
+
+    /// Builds the configuration from an already merged tree.
+    pub fn from_value(value: Value, env: &EnvLookup) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut root = match value {
+            Value::Object(map) => map,
+            Value::Null => serde_json::Map::new(),
+            _ => {
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    "",
+                    "the configuration must be a YAML map",
+                )]));
+            }
+        };
+        for key in root.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                errors.push(ConfigError::new(
+                    key.clone(),
+                    format!("unknown field (expected one of: {})", SECTIONS.join(", ")),
+                ));
+            }
+        }
+        let mut config = Self {
+            server: section(&mut root, "server", &mut errors),
+            store: section(&mut root, "store", &mut errors),
+            webhooks: section(&mut root, "webhooks", &mut errors),
+            ..Self::default()
+        };
+
+        // Names as written, so a key's scope is checked even against a provider that failed to parse.
+        let mut provider_names: Vec<String> = Vec::new();
+        match root.remove("providers") {
+            Some(Value::Object(providers)) => {
+                provider_names.extend(providers.keys().cloned());
+                for (name, value) in providers {
+                    if let Some(p) = providers::parse_provider(&name, value, env, &mut errors) {
+                        config.providers.insert(name, p);
+                    }
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(_) => errors.push(ConfigError::new(
+                "providers",
+                "must be a map of provider name → provider",
+            )),
+        }
+        if config.providers.is_empty() && !errors.iter().any(|e| e.path.starts_with("providers")) {
+            errors.push(ConfigError::new(
+                "providers",
+                "at least one provider is required",
+            ));
+        }
+
+        let provider_names: Vec<&str> = provider_names.iter().map(String::as_str).collect();
+        match root.remove("auth") {
+            Some(Value::Object(mut auth)) => {
+                for key in auth.keys() {
+                    if key != "keys" {
+                        errors.push(ConfigError::new(
+                            join("auth", key),
+                            "unknown field (expected: keys)",
+                        ));
+                    }
+                }
+                match auth.remove("keys") {
+                    Some(Value::Object(keys)) => {
+                        for (name, value) in keys {
+                            let path = format!("auth.keys.{name}");
+                            match serde_path_to_error::deserialize::<_, KeyConfig>(value) {
+                                Ok(mut key) => {
+                                    key.resolve(&path, &provider_names, env, &mut errors);
+                                    config.auth.keys.insert(name, key);
+                                }
+                                Err(e) => errors.push(from_serde(&path, &e)),
+                            }
+                        }
+                    }
+                    None | Some(Value::Null) => {}
+                    Some(_) => errors.push(ConfigError::new(
+                        "auth.keys",
+                        "must be a map of caller name → key",
+                    )),
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(_) => errors.push(ConfigError::new("auth", "must be a map")),
+        }
+        if config.auth.keys.is_empty() && !errors.iter().any(|e| e.path.starts_with("auth")) {
+            errors.push(ConfigError::new(
+                "auth.keys",
+                "at least one key is required",
+            ));
+        }
+
+        config.validate(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Rules that span fields or sections.
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let s = &self.server;
+        if s.max_body_bytes == 0 {
+            errors.push(ConfigError::new(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if s.request_timeout.is_zero() {
+            errors.push(ConfigError::new(
+                "server.request_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if let Some(url) = &s.public_url {
+            if !matches!(url.scheme(), "http" | "https") {
+                errors.push(ConfigError::new(
+                    "server.public_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.store.summary_ttl.is_zero() {
+            errors.push(ConfigError::new(
+                "store.summary_ttl",
+                "must be longer than 0s",
+            ));
+        }
+        if self.store.failure_ttl.is_zero() {
+            errors.push(ConfigError::new(
+                "store.failure_ttl",
+                "must be longer than 0s",
+            ));
+        }
+        if self.store.redis_url.is_some() {
+            errors.push(ConfigError::new(
+                "store.redis_url",
+                "the shared Redis store is not in this build yet; omit it to use the embedded store",
+            ));
+        }
+        let mut seen: BTreeMap<[u8; 32], &str> = BTreeMap::new();
+        for (name, key) in &self.auth.keys {
+            if key.sha256 == [0; 32] {
+                continue; // unresolved: already reported
+            }
+            if let Some(other) = seen.insert(key.sha256, name) {
+                errors.push(ConfigError::new(
+                    format!("auth.keys.{name}"),
+                    format!("same key as auth.keys.{other}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Deserializes one optional section, recording its problem if it has one.
+fn section<T: DeserializeOwned + Default>(
+    root: &mut serde_json::Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    match root.remove(name) {
+        None | Some(Value::Null) => T::default(),
+        Some(value) => serde_path_to_error::deserialize(value).unwrap_or_else(|e| {
+            errors.push(from_serde(name, &e));
+            T::default()
+        }),
+    }
+}
+
+/// Looks names up in the process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Resolves a secret given inline (`field`) or by environment variable (`field_env`).
+pub(crate) fn resolve_secret(
+    path: &str,
+    field: &str,
+    inline: Option<&Secret<String>>,
+    env_name: Option<&str>,
+    env: &EnvLookup,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Secret<String>> {
+    match (inline, env_name) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                join(path, field),
+                format!("give either {field} or {field}_env, not both"),
+            ));
+            None
+        }
+        (Some(value), None) => Some(value.clone()),
+        (None, Some(var)) => match env(var) {
+            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            Some(_) => {
+                errors.push(ConfigError::new(
+                    format!("{}_env", join(path, field)),
+                    format!("environment variable {var} is empty"),
+                ));
+                None
+            }
+            None => {
+                errors.push(ConfigError::new(
+                    format!("{}_env", join(path, field)),
+                    format!("environment variable {var} is not set"),
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

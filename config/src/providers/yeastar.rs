@@ -1,0 +1,109 @@
+//! `type: yeastar` — Yeastar P-Series OpenAPI.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::ConfigError;
+use crate::{EnvLookup, Secret, resolve_secret};
+
+/// A Yeastar P-Series PBX.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct YeastarConfig {
+    /// `https://pbx.example.com:8088`; the adapter adds `/openapi/...`.
+    pub base_url: Url,
+    /// Environment variable holding the OpenAPI Client ID.
+    #[serde(default)]
+    pub client_id_env: Option<String>,
+    /// The Client ID inline. For local use only.
+    #[serde(default)]
+    pub client_id: Option<Secret<String>>,
+    /// Environment variable holding the OpenAPI Client Secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// The Client Secret inline. For local use only.
+    #[serde(default)]
+    pub client_secret: Option<Secret<String>>,
+    /// `User-Agent` sent with every request; Yeastar refuses requests without one.
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// Renew the access token this long before it expires.
+    #[serde(default = "default_refresh_margin", with = "humantime_serde")]
+    pub token_refresh_margin: Duration,
+    /// Resolved Client ID.
+    #[serde(skip)]
+    pub resolved_client_id: Option<Secret<String>>,
+    /// Resolved Client Secret.
+    #[serde(skip)]
+    pub resolved_client_secret: Option<Secret<String>>,
+}
+
+fn default_user_agent() -> String {
+    concat!("OpenAPI summary-gateway/", env!("CARGO_PKG_VERSION")).to_owned()
+}
+
+const fn default_refresh_margin() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+impl YeastarConfig {
+    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+        super::check_base_url(path, &self.base_url, errors);
+        if self.user_agent.trim().is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.user_agent"),
+                "must not be empty (Yeastar rejects requests without one)",
+            ));
+        }
+        self.resolved_client_id = resolve_secret(
+            path,
+            "client_id",
+            self.client_id.as_ref(),
+            self.client_id_env.as_deref(),
+            env,
+            errors,
+        );
+        self.resolved_client_secret = resolve_secret(
+            path,
+            "client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_env.as_deref(),
+            env,
+            errors,
+        );
+        if self.resolved_client_id.is_none()
+            && self.client_id.is_none()
+            && self.client_id_env.is_none()
+        {
+            errors.push(ConfigError::new(
+                format!("{path}.client_id_env"),
+                "missing field (or client_id inline)",
+            ));
+        }
+        if self.resolved_client_secret.is_none()
+            && self.client_secret.is_none()
+            && self.client_secret_env.is_none()
+        {
+            errors.push(ConfigError::new(
+                format!("{path}.client_secret_env"),
+                "missing field (or client_secret inline)",
+            ));
+        }
+    }
+
+    /// The Client ID. Present once the config has loaded.
+    pub fn client_id(&self) -> Secret<String> {
+        self.resolved_client_id
+            .clone()
+            .unwrap_or_else(|| Secret::new(String::new()))
+    }
+
+    /// The Client Secret. Present once the config has loaded.
+    pub fn client_secret(&self) -> Secret<String> {
+        self.resolved_client_secret
+            .clone()
+            .unwrap_or_else(|| Secret::new(String::new()))
+    }
+}

@@ -1,0 +1,68 @@
+//! `Secret<T>`: a value that never prints.
+//!
+//! Debug, Display and Serialize all write `*****`, so a config dump, a log line
+//! or an error message can never leak a key, a vendor token or a client secret
+//! by accident. Reading the value is explicit: [`Secret::expose`].
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A secret value (API key, vendor token, client secret, webhook secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a value.
+    pub const fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself. Call it only where the value is sent to its destination.
+    pub const fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl<T> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("*****")
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Self)
+    }
+}
+
+impl From<String> for Secret<String> {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn never_prints() {
+        let s = Secret::new("hunter2".to_owned());
+        assert_eq!(format!("{s:?} {s}"), "***** *****");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"*****\"");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

@@ -1,0 +1,147 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sha2::Digest;
+
+use super::*;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+const GOOD: &str = r"
+server:
+  listen: 127.0.0.1:0
+store:
+  summary_ttl: 12h
+auth:
+  keys:
+    crm:
+      key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+      rate_limit: { per_second: 50, burst: 100 }
+      providers: [pbx-hq]
+    ops:
+      key_env: OPS_KEY
+providers:
+  pbx-hq:
+    type: yeastar
+    base_url: https://pbx.example.com:8088
+    client_id_env: PBX_CLIENT_ID
+    client_secret_env: PBX_CLIENT_SECRET
+    timeout: 3s
+";
+
+fn messages(err: &ConfigErrors) -> Vec<String> {
+    err.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn loads_a_good_config_and_resolves_secrets() {
+    let env = env_of(&[
+        ("OPS_KEY", "ops-key"),
+        ("PBX_CLIENT_ID", "id"),
+        ("PBX_CLIENT_SECRET", "s3cret"),
+    ]);
+    let config = Config::from_yaml(GOOD, &env).unwrap();
+    assert_eq!(config.store.summary_ttl, Duration::from_secs(12 * 3600));
+    // key_sha256 is decoded; key_env is hashed.
+    let digest = |s: &str| -> [u8; 32] { sha2::Sha256::digest(s.as_bytes()).into() };
+    assert_eq!(config.auth.keys["crm"].sha256, digest("password"));
+    assert_eq!(config.auth.keys["ops"].sha256, digest("ops-key"));
+    let p = &config.providers["pbx-hq"];
+    assert_eq!(p.common.timeout, Duration::from_secs(3));
+    let VendorConfig::Yeastar(y) = &p.vendor;
+    assert_eq!(y.client_secret().expose(), "s3cret");
+    // Secrets never print, in Debug or when the config is serialized.
+    let dump = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
+    assert!(!dump.contains("s3cret"), "{dump}");
+}
+
+#[test]
+fn reports_every_problem_with_its_yaml_path() {
+    let yaml = r"
+server:
+  listen: nowhere
+  max_body_bytes: 10
+bogus: 1
+auth:
+  keys:
+    crm:
+      key_sha256: nothex
+      providers: [pbx-hq, missing]
+    bad:
+      key: abc
+      rate_limit: { per_second: 0, burst: 1 }
+    dup:
+      key: abc
+providers:
+  pbx-hq:
+    type: yeastar
+    bse_url: https://x
+    client_id: a
+    client_secret: b
+  other:
+    type: yeastar
+    base_url: ftp://x
+    client_id_env: NOPE
+    client_secret: b
+    timeout: 3 parsecs
+  Bad Name:
+    type: nope
+";
+    let err = Config::from_yaml(yaml, &env_of(&[])).unwrap_err();
+    let got = messages(&err);
+    let expect_prefixes = [
+        "bogus: unknown field",
+        "server.listen: ",
+        "providers.pbx-hq.bse_url: unknown field",
+        "providers.other.timeout: ",
+        "providers.other.base_url: must be an http",
+        "providers.other.client_id_env: environment variable NOPE is not set",
+        "providers.Bad Name: provider names are",
+        "providers.Bad Name.type: unknown provider type `nope`",
+        "auth.keys.crm.key_sha256: must be 64 hex",
+        "auth.keys.crm.providers[1]: unknown provider `missing`",
+        "auth.keys.bad.rate_limit.per_second: must be a positive number",
+        "auth.keys.dup: same key as auth.keys.bad",
+    ];
+    for prefix in expect_prefixes {
+        assert!(
+            got.iter().any(|m| m.starts_with(prefix)),
+            "missing `{prefix}` in:\n{}",
+            got.join("\n")
+        );
+    }
+}
+
+#[test]
+fn missing_required_fields_name_their_path() {
+    let yaml = r"
+auth: { keys: { a: { key: k } } }
+providers:
+  pbx: { type: yeastar, client_id: a }
+";
+    let got = messages(&Config::from_yaml(yaml, &env_of(&[])).unwrap_err());
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("providers.pbx.base_url: missing field")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn empty_config_asks_for_keys_and_providers() {
+    let got = messages(&Config::from_yaml("", &env_of(&[])).unwrap_err());
+    assert!(
+        got.contains(&"providers: at least one provider is required".to_owned()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"auth.keys: at least one key is required".to_owned()),
+        "{got:?}"
+    );
+}
