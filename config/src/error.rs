@@ -74,9 +74,9 @@ pub(crate) fn from_serde(
     err: &serde_path_to_error::Error<serde_json::Error>,
 ) -> ConfigError {
     let mut path = prefix.to_owned();
-    for segment in err.path().iter() {
+    for segment in err.path() {
         match segment {
-            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Seq { index } => path = format!("{path}[{index}]"),
             serde_path_to_error::Segment::Map { key } => path = join(&path, key),
             serde_path_to_error::Segment::Enum { variant } => path = join(&path, variant),
             serde_path_to_error::Segment::Unknown => path = join(&path, "?"),
@@ -87,18 +87,19 @@ pub(crate) fn from_serde(
         ("unknown field `", "unknown field"),
         ("missing field `", "missing field"),
     ] {
-        if let Some(rest) = message.strip_prefix(prefix_text) {
-            if let Some((field, tail)) = rest.split_once('`') {
-                let tail = tail.trim_start_matches(',').trim();
-                let message = if tail.is_empty() {
-                    label.to_owned()
-                } else {
-                    format!("{label} ({tail})")
-                };
-                // serde_path_to_error already names an unknown key in the path; a missing one it cannot.
-                let named = path.rsplit('.').next() == Some(field);
-                return ConfigError::new(if named { path } else { join(&path, field) }, message);
-            }
+        if let Some((field, tail)) = message
+            .strip_prefix(prefix_text)
+            .and_then(|rest| rest.split_once('`'))
+        {
+            let tail = tail.trim_start_matches(',').trim();
+            let message = if tail.is_empty() {
+                label.to_owned()
+            } else {
+                format!("{label} ({tail})")
+            };
+            // serde_path_to_error already names an unknown key in the path; a missing one it cannot.
+            let named = path.rsplit('.').next() == Some(field);
+            return ConfigError::new(if named { path } else { join(&path, field) }, message);
         }
     }
     ConfigError::new(path, message)

@@ -216,8 +216,10 @@ impl Config {
                 "must be longer than 0s",
             ));
         }
-        if let Some(url) = &s.public_url {
-            if !matches!(url.scheme(), "http" | "https") {
+        if let Some(url) = &s.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            {
                 errors.push(ConfigError::new(
                     "server.public_url",
                     "must be an http:// or https:// URL",

@@ -1,1 +1,22 @@
-//! placeholder
+//! The vendors behind summary-gateway, and the canonical schema they are mapped to.
+//!
+//! Layout:
+//! - [`canonical`]: the summary resource callers see (API.md), with OpenAPI schemas.
+//! - [`content`]: sections → `content.text` / `content.markdown`, shared by all vendors.
+//! - [`adapter`]: [`Provider`], the one interface the gateway calls.
+//! - [`error`]: vendor failures already classified by the gateway's error table.
+//! - [`outbound`]: the pooled HTTP transport with concurrency cap, rate limit and deadline.
+//! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
+
+pub mod adapter;
+pub mod canonical;
+pub mod content;
+pub mod error;
+pub mod outbound;
+pub mod yeastar;
+
+pub use adapter::{Completed, Input, Provider, ProviderStatus, SummaryRequest};
+pub use canonical::{
+    Content, Conversation, Kind, Participant, Party, Section, Status, Summary, SummaryError,
+};
+pub use error::{ProviderError, RequestProblem, VendorDetail};

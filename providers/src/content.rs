@@ -1,0 +1,97 @@
+//! Building `content` (text, markdown, sections) from sections, the same way
+//! for every vendor, so `text` never carries markup and `markdown` is clean.
+
+use crate::canonical::{Content, Section};
+
+impl Content {
+    /// Renders `text` and `markdown` from the sections, dropping empty ones.
+    pub fn from_sections(sections: Vec<Section>) -> Self {
+        let sections: Vec<Section> = sections
+            .into_iter()
+            .filter(|s| s.title.is_some() || !s.items.is_empty())
+            .collect();
+        let mut text = String::new();
+        let mut markdown = String::new();
+        for section in &sections {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+                markdown.push_str("\n\n");
+            }
+            if let Some(title) = &section.title {
+                text.push_str(title);
+                markdown.push_str("## ");
+                markdown.push_str(&escape_markdown(title));
+                if !section.items.is_empty() {
+                    text.push('\n');
+                    markdown.push_str("\n\n");
+                }
+            }
+            for (i, item) in section.items.iter().enumerate() {
+                if i > 0 {
+                    text.push('\n');
+                    markdown.push('\n');
+                }
+                text.push_str("- ");
+                text.push_str(item);
+                markdown.push_str("- ");
+                markdown.push_str(&escape_markdown(item));
+            }
+        }
+        Self {
+            text,
+            markdown,
+            sections,
+        }
+    }
+}
+
+/// Backslash-escapes the characters that would turn plain text into markdown
+/// (emphasis, code, links) or raw HTML.
+pub fn escape_markdown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Collapses runs of whitespace into single spaces and trims.
+pub fn normalize_whitespace(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_text_and_markdown() {
+        let c = Content::from_sections(vec![
+            Section {
+                title: Some("Call Summary".into()),
+                items: vec!["a *b*".into(), "c".into()],
+            },
+            Section {
+                title: None,
+                items: vec![],
+            },
+            Section {
+                title: None,
+                items: vec!["loose".into()],
+            },
+        ]);
+        assert_eq!(c.sections.len(), 2);
+        assert_eq!(c.text, "Call Summary\n- a *b*\n- c\n\n- loose");
+        assert_eq!(c.markdown, "## Call Summary\n\n- a \\*b\\*\n- c\n\n- loose");
+    }
+}

@@ -1,0 +1,185 @@
+//! The transport every adapter shares: one pooled keep-alive HTTP client per
+//! provider, a cap on calls in flight, an optional outbound rate limit and a
+//! deadline per call. Transport failures become [`ProviderError`]s here, with
+//! URLs stripped (Yeastar carries its token in the query string).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gateway_config::{CommonConfig, RateLimit};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{ProviderError, VendorDetail};
+
+/// Vendor answers larger than this are refused rather than buffered.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Shared transport of one provider.
+pub struct Outbound {
+    client: reqwest::Client,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// A slot in the provider's concurrency limit, held for the whole vendor exchange.
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// A vendor's HTTP answer, read in full.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Outbound {
+    /// Builds the pooled client. `user_agent` is sent on every request.
+    pub fn new(common: &CommonConfig, user_agent: &str) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .timeout(common.timeout)
+            .connect_timeout(common.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(common.max_concurrency)
+            .tcp_nodelay(true)
+            // A redirect could carry a query-string token to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            client,
+            timeout: common.timeout,
+            slots: Arc::new(Semaphore::new(common.max_concurrency)),
+            queue_timeout: common.queue_timeout,
+            limiter: common.rate_limit.as_ref().map(limiter),
+        })
+    }
+
+    /// The client, to build requests with.
+    pub const fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The per-call deadline.
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Waits (at most `queue_timeout`) for a free slot and for the outbound rate limit.
+    pub async fn slot(&self) -> Result<Slot, ProviderError> {
+        let overloaded = || ProviderError::Overloaded {
+            retry_after: Duration::from_secs(1),
+        };
+        let permit =
+            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
+                .await
+                .map_err(|_| overloaded())?
+                .map_err(|_| overloaded())?;
+        if let Some(limiter) = &self.limiter {
+            tokio::time::timeout(self.queue_timeout, limiter.until_ready())
+                .await
+                .map_err(|_| overloaded())?;
+        }
+        Ok(Slot(permit))
+    }
+
+    /// Sends a request and reads the whole answer within the provider's deadline.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
+        let exchange = async {
+            let mut response = request.send().await.map_err(|e| self.transport_error(&e))?;
+            let status = response.status().as_u16();
+            let headers = std::mem::take(response.headers_mut());
+            let mut body = BytesMut::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.transport_error(&e))?
+            {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(ProviderError::bad_answer(
+                        status,
+                        "a body larger than the gateway accepts",
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Answer {
+                status,
+                headers,
+                body: body.freeze(),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                after: self.timeout,
+            })?
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            return ProviderError::Timeout {
+                after: self.timeout,
+            };
+        }
+        // Never keep the URL: it may carry a vendor token in its query.
+        let what = if e.is_connect() {
+            "could not connect to the provider"
+        } else {
+            "the connection to the provider failed"
+        };
+        tracing::warn!(cause = %error_chain(e), "{what}");
+        ProviderError::Unavailable {
+            message: what.to_owned(),
+            retry_after: Duration::from_secs(5),
+            vendor: VendorDetail::default(),
+        }
+    }
+}
+
+/// TLS to vendors uses rustls with *ring* (no C toolchain beyond cc needed);
+/// reqwest is built without a default provider, so one is installed once here.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An error and its sources on one line, without any URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut out = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    if out.is_empty() {
+        "transport error".to_owned()
+    } else {
+        out
+    }
+}
+
+/// A GCRA limiter for `limit`.
+pub fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(quota(limit))
+}
+
+/// The governor quota of a configured limit.
+pub fn quota(limit: &RateLimit) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / limit.per_second).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
