@@ -1,1 +1,217 @@
-fn main() {}
+//! The `summary-gateway` binary: serve, check a configuration, run the demo, or
+//! run a vendor simulator as a process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gateway_config::Config;
+use summary_gateway::{App, demo, run, shutdown_signal, telemetry};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "summary-gateway",
+    version,
+    about = "One endpoint and one schema for conversation-summary vendors"
+)]
+struct Cli {
+    /// Configuration file (YAML), for serving without a subcommand.
+    #[arg(long, env = "SUMMARY_GATEWAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with --config (the default command).
+    Serve,
+    /// Validate --config: exit 0, or print every problem with its YAML path and exit 2.
+    CheckConfig {
+        /// Also print the effective configuration (secrets masked).
+        #[arg(long)]
+        print: bool,
+    },
+    /// The gateway with in-process vendor simulators and the embedded store.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run a vendor simulator as a process.
+    Simulate {
+        #[command(subcommand)]
+        vendor: Simulator,
+    },
+}
+
+#[derive(Subcommand)]
+enum Simulator {
+    /// Yeastar P-Series (`/openapi/...`), seeded with the docs' example.
+    Yeastar {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "demo-client-id")]
+        client_id: String,
+        #[arg(long, default_value = "demo-client-secret")]
+        client_secret: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("summary-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(cli.config).await,
+            Command::CheckConfig { print } => check_config(cli.config, print),
+            Command::Demo { listen } => run_demo(listen).await,
+            Command::Simulate {
+                vendor:
+                    Simulator::Yeastar {
+                        listen,
+                        client_id,
+                        client_secret,
+                    },
+            } => simulate_yeastar(listen, client_id, client_secret).await,
+        }
+    })
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let Some(path) = path else {
+        eprintln!("summary-gateway: --config FILE (or SUMMARY_GATEWAY_CONFIG) is required");
+        return Err(ExitCode::from(2));
+    };
+    Config::load(&path).map_err(|errors| {
+        eprintln!(
+            "summary-gateway: {} has {} problem(s):",
+            path.display(),
+            errors.0.len()
+        );
+        for e in errors.iter() {
+            eprintln!("{e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            if print {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&config).unwrap_or_default()
+                );
+            }
+            println!(
+                "configuration ok: {} provider(s), {} key(s)",
+                config.providers.len(),
+                config.auth.keys.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    serve_config(config, None).await
+}
+
+async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) -> ExitCode {
+    let listen = config.server.listen;
+    let app = match App::new(config) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("summary-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("summary-gateway: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%addr, providers = app.providers.len(), store = app.summaries.store().kind(), "listening");
+    if let Some(banner) = banner {
+        println!("{}", banner(addr));
+    }
+    match run(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("summary-gateway: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo(listen: SocketAddr) -> ExitCode {
+    let sim = match demo::start_simulators().await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("summary-gateway: cannot start the simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match demo::config(listen, &sim.base_url()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("summary-gateway: the demo configuration is invalid:\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = serve_config(config, Some(demo::banner)).await;
+    drop(sim);
+    code
+}
+
+async fn simulate_yeastar(
+    listen: SocketAddr,
+    client_id: String,
+    client_secret: String,
+) -> ExitCode {
+    use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("summary-gateway: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sim = YeastarSimulator::new(SimOptions {
+        client_id,
+        client_secret,
+        ..SimOptions::default()
+    });
+    match sim.serve_on(listener) {
+        Ok(running) => {
+            tracing::info!(addr = %running.addr, "yeastar simulator listening");
+            shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("summary-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

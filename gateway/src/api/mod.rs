@@ -1,0 +1,88 @@
+//! The HTTP API: routes and their OpenAPI description, registered together
+//! (utoipa-axum) so the document cannot drift from the router.
+//!
+//! - [`summaries`]: `POST /v1/summaries`, `GET /v1/summaries/{id}`.
+//! - [`providers`]: `GET /v1/providers`.
+//! - [`health`]: `/healthz`, `/readyz`.
+//! - [`json`]: the JSON body extractor (415/413/400).
+//! - `/openapi.json`: the document itself.
+
+pub mod health;
+pub mod json;
+pub mod providers;
+pub mod summaries;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "summary-gateway",
+        description = "One endpoint and one schema for the conversation-summary APIs of several vendors. \
+                       Errors are RFC 9457 problem+json with a stable `code`."
+    ),
+    modifiers(&Security),
+    components(schemas(crate::error::Problem))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("access_token"))),
+        );
+    }
+}
+
+/// The open routes and the authenticated `/v1` routes (the latter wrapped in
+/// `authenticated`, i.e. auth + rate limit), with the OpenAPI document of both.
+pub fn routes<F>(authenticated: F) -> (Router<Arc<App>>, utoipa::openapi::OpenApi)
+where
+    F: FnOnce(OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>>,
+{
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(summaries::create_summary))
+        .routes(routes!(summaries::get_summary))
+        .routes(routes!(providers::list_providers));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi_json))
+        .merge(authenticated(v1))
+        .split_for_parts()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "probes", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+pub async fn openapi_json(State(app): State<Arc<App>>) -> Response {
+    let mut response = app
+        .openapi
+        .get()
+        .cloned()
+        .unwrap_or_default()
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,67 @@
+//! `GET /v1/providers`: what this caller can use.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use providers::{Input, Kind, ProviderStatus};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::App;
+use crate::error::Problem;
+use crate::middleware::auth::Caller;
+
+/// The providers a key may use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderList {
+    pub data: Vec<ProviderEntry>,
+}
+
+/// One provider.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderEntry {
+    pub name: String,
+    /// `yeastar`, `commbox` or `elevateai`.
+    #[serde(rename = "type")]
+    pub provider_type: String,
+    /// Kinds it produces.
+    pub kinds: Vec<Kind>,
+    /// What `conversation` it takes.
+    pub input: Input,
+    /// Whether `POST /v1/questions` works with it.
+    pub questions: bool,
+    pub status: ProviderStatus,
+}
+
+/// Configured providers this key may use.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "providers",
+    responses(
+        (status = 200, body = ProviderList),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_token" = []))
+)]
+pub async fn list_providers(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Json<ProviderList> {
+    let data = app
+        .providers
+        .values()
+        .filter(|p| caller.may_use(p.name()))
+        .map(|p| ProviderEntry {
+            name: p.name().to_owned(),
+            provider_type: p.type_name().to_owned(),
+            kinds: p.kinds().to_vec(),
+            input: p.input(),
+            questions: p.questions(),
+            status: p.status(),
+        })
+        .collect();
+    Json(ProviderList { data })
+}

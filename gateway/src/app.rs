@@ -1,0 +1,168 @@
+//! The application: shared state, and the router with its middleware stack —
+//! assembled here, in one place, in the order requests pass through it.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use gateway_config::Config;
+use providers::Provider;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api;
+use crate::error::ApiError;
+use crate::middleware::auth::{AuthLayer, Keys};
+use crate::middleware::problem::{ProblemContext, problem_json};
+use crate::middleware::rate_limit::RateLimitLayer;
+use crate::middleware::redact::redact_query_credentials;
+use crate::middleware::trace::RequestSpan;
+use crate::store::{MemoryStore, Store};
+use crate::summaries::Summaries;
+
+/// Everything the handlers share.
+pub struct App {
+    pub config: Config,
+    /// Provider name → provider.
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub summaries: Summaries,
+    pub keys: Arc<Keys>,
+    /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    /// `/openapi.json`, serialized once when the router is built.
+    pub openapi: OnceLock<Bytes>,
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("provider `{0}`: {1}")]
+    Provider(String, String),
+}
+
+impl App {
+    /// Builds providers (HTTP clients, token state), the store and the keys.
+    pub fn new(config: Config) -> Result<Arc<Self>, InitError> {
+        let mut providers = BTreeMap::new();
+        for (name, provider) in &config.providers {
+            let built = Provider::from_config(provider)
+                .map_err(|e| InitError::Provider(name.clone(), e))?;
+            providers.insert(name.clone(), Arc::new(built));
+        }
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_entries));
+        Ok(Arc::new(Self {
+            summaries: Summaries::new(store, config.store.summary_ttl),
+            keys: Arc::new(Keys::from_config(&config.auth)),
+            providers,
+            draining: AtomicBool::new(false),
+            openapi: OnceLock::new(),
+            config,
+        }))
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(name)
+    }
+}
+
+/// The router with the whole middleware stack.
+///
+/// Order, outermost first (a request passes them top to bottom, its response
+/// bottom to top):
+///
+/// | # | layer | adds / why here |
+/// |---|---|---|
+/// | 1 | `SetRequestId` | `x-request-id` from the caller or a new UUID, for everything below |
+/// | 2 | `PropagateRequestId` | echoes it on every response, early answers included |
+/// | 3 | `SetSensitiveRequestHeaders` | marks `Authorization`/`Cookie` sensitive: never printed |
+/// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; the URI says `REDACTED` — before tracing |
+/// | 5 | `Trace` | the request span (method, redacted URI, request id, caller) and one log line per response |
+/// | 6 | `problem_json` | writes problem+json (with `request_id`) for every error below; inside the span so its logs carry it |
+/// | 7 | `CatchPanic` | a panic becomes a 500 problem, not a dropped connection |
+/// | 8 | `Timeout` | `server.request_timeout` → 504 |
+/// | 9 | `RequestBodyLimit` | `server.max_body_bytes` → 413 |
+/// | 10 | `Auth` (`/v1` only) | `Caller` into extensions, caller name into the span; 401 |
+/// | 11 | `RateLimit` (`/v1` only) | the caller's GCRA limit (keys on `Caller`, so after auth); 429 + `RateLimit-*` |
+pub fn router(app: &Arc<App>) -> Router {
+    let keys = Arc::clone(&app.keys);
+    let (routes, openapi) = api::routes(|v1| {
+        v1.route_layer(
+            ServiceBuilder::new()
+                // 10. Who is calling (401 otherwise).
+                .layer(AuthLayer::new(keys))
+                // 11. Within their limit (429 otherwise); keys on what auth found.
+                .layer(RateLimitLayer),
+        )
+    });
+    let _ = app.openapi.set(Bytes::from(
+        serde_json::to_vec(&openapi).unwrap_or_default(),
+    ));
+
+    let server = &app.config.server;
+    let stack = ServiceBuilder::new()
+        // 1-2. Request id in and out.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // 3-4. Redaction comes before anything that could log a credential.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(axum::middleware::from_fn(redact_query_credentials))
+        // 5. Structured logs: one span per request, one event per response.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                )
+                .on_failure(()),
+        )
+        // 6. Every error response below becomes problem+json.
+        .layer(axum::middleware::from_fn_with_state(
+            ProblemContext {
+                max_body_bytes: server.max_body_bytes,
+            },
+            problem_json,
+        ))
+        // 7. Panics → 500 problem.
+        .layer(CatchPanicLayer::custom(panic_response))
+        // 8. No request lives longer than this (long-polls included).
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            server.request_timeout,
+        ))
+        // 9. Bodies over the limit are refused before they are buffered.
+        .layer(RequestBodyLimitLayer::new(server.max_body_bytes));
+
+    routes
+        .with_state(Arc::clone(app))
+        // The body limit is enforced by layer 9; axum's own default (2 MB) would conflict.
+        .layer(DefaultBodyLimit::disable())
+        .layer(stack)
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
+}

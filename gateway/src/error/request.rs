@@ -1,0 +1,43 @@
+//! Requests the gateway refuses before any vendor is involved.
+
+/// What is wrong with the request itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    /// 400 `invalid_request`: malformed JSON, missing/extra fields, wrong types, bad ids.
+    #[error("{0}")]
+    Invalid(String),
+    /// 415 `unsupported_media_type`.
+    #[error("the body must be JSON (`Content-Type: application/json`)")]
+    UnsupportedMediaType,
+    /// 413 `payload_too_large`.
+    #[error("the body is larger than the {limit} bytes this gateway accepts")]
+    PayloadTooLarge { limit: usize },
+    /// 422 `unknown_provider`.
+    #[error("no provider is named `{0}`; GET /v1/providers lists them")]
+    UnknownProvider(String),
+    /// 422 `unsupported_kind`.
+    #[error("{0}")]
+    UnsupportedKind(String),
+    /// 422 `text_too_short`.
+    #[error("{0}")]
+    TextTooShort(String),
+    /// 422 `invalid_callback_url`.
+    #[error("callback_url: {0}")]
+    InvalidCallbackUrl(String),
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+}
+
+impl From<providers::RequestProblem> for RequestError {
+    fn from(p: providers::RequestProblem) -> Self {
+        match p {
+            providers::RequestProblem::Invalid(m) => Self::Invalid(m),
+            providers::RequestProblem::UnsupportedKind(m) => Self::UnsupportedKind(m),
+            providers::RequestProblem::TextTooShort(m) => Self::TextTooShort(m),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Authentication: `Authorization: Bearer <key>` or `?access_token=<key>`.
+//!
+//! Keys are known only by their SHA-256. The presented key is hashed once and
+//! compared with every configured hash in constant time ([`subtle`]), so timing
+//! tells nothing about which bytes matched. On success the caller ([`Caller`])
+//! goes into the request's extensions for the rate limiter and the handlers, and
+//! its name into the request span. Failures are 401 with `WWW-Authenticate`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::future::{Either, Ready, ready};
+use gateway_config::{AuthConfig, RateLimit, Secret};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{RateLimiter, clock::DefaultClock};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use super::redact::QueryCredential;
+use crate::error::{ApiError, AuthError};
+
+/// A per-key GCRA limiter that reports remaining capacity.
+pub type KeyLimiter =
+    RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// An authenticated caller (one API key).
+pub struct Caller {
+    /// The caller's configured name: in logs and metrics, never the key.
+    pub name: Arc<str>,
+    sha256: [u8; 32],
+    /// Providers the key may use; `None`: all.
+    providers: Option<HashSet<String>>,
+    /// The key's own limiter: one per configured key, so its memory is bounded by
+    /// the configuration and there is nothing to prune.
+    pub limiter: KeyLimiter,
+    pub rate_limit: RateLimit,
+    /// Secret for signing webhooks to this caller.
+    pub webhook_secret: Option<Secret<String>>,
+}
+
+impl Caller {
+    /// Whether this key may use `provider`.
+    pub fn may_use(&self, provider: &str) -> bool {
+        self.providers.as_ref().is_none_or(|p| p.contains(provider))
+    }
+}
+
+/// All configured keys.
+pub struct Keys {
+    callers: Vec<Arc<Caller>>,
+}
+
+impl Keys {
+    pub fn from_config(auth: &AuthConfig) -> Self {
+        let callers = auth
+            .keys
+            .iter()
+            .map(|(name, key)| {
+                Arc::new(Caller {
+                    name: Arc::from(name.as_str()),
+                    sha256: key.sha256,
+                    providers: key.providers.as_ref().map(|p| p.iter().cloned().collect()),
+                    limiter: RateLimiter::direct(providers::outbound::quota(&key.rate_limit))
+                        .with_middleware::<StateInformationMiddleware>(),
+                    rate_limit: key.rate_limit,
+                    webhook_secret: key.resolved_webhook_secret.clone(),
+                })
+            })
+            .collect();
+        Self { callers }
+    }
+
+    /// The caller whose key this is, comparing against every key in constant time.
+    fn find(&self, presented: &[u8]) -> Option<Arc<Caller>> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let mut found = None;
+        for caller in &self.callers {
+            if bool::from(caller.sha256.ct_eq(&digest)) {
+                found = Some(Arc::clone(caller));
+            }
+        }
+        found
+    }
+
+    /// Authenticates a request.
+    pub fn authenticate(&self, req: &Request) -> Result<Arc<Caller>, AuthError> {
+        let header = req.headers().get(header::AUTHORIZATION).map(|v| {
+            let v = v.as_bytes();
+            // "Bearer" is case-insensitive (RFC 6750 / RFC 9110 auth-scheme).
+            if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
+                Some(trim(&v[7..]))
+            } else {
+                None
+            }
+        });
+        let presented: &[u8] = match header {
+            Some(Some(key)) => key,
+            Some(None) => return Err(AuthError::Unknown),
+            None => match req.extensions().get::<QueryCredential>() {
+                Some(QueryCredential(key)) => key.expose().as_bytes(),
+                None => return Err(AuthError::Missing),
+            },
+        };
+        if presented.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        self.find(presented).ok_or(AuthError::Unknown)
+    }
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Layer: authenticate every request or answer 401.
+#[derive(Clone)]
+pub struct AuthLayer {
+    keys: Arc<Keys>,
+}
+
+impl AuthLayer {
+    pub const fn new(keys: Arc<Keys>) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            keys: Arc::clone(&self.keys),
+        }
+    }
+}
+
+/// Service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    keys: Arc<Keys>,
+}
+
+impl<S> Service<Request> for AuthService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match self.keys.authenticate(&req) {
+            Ok(caller) => {
+                tracing::Span::current().record("caller", &*caller.name);
+                req.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(req))
+            }
+            Err(e) => Either::Left(ready(Ok(ApiError::from(e).into_response()))),
+        }
+    }
+}

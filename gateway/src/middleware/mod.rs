@@ -1,0 +1,14 @@
+//! The gateway's own middleware, one layer per file. The order they run in is
+//! written down once, in `app.rs`, where the stack is assembled.
+//!
+//! - [`redact`]: moves `?access_token=` out of the URI (before tracing).
+//! - [`trace`]: the request span.
+//! - [`problem`]: writes problem+json for every error response.
+//! - [`auth`]: `AuthLayer` — Bearer or `access_token` → [`auth::Caller`] in extensions.
+//! - [`rate_limit`]: `RateLimitLayer` — the caller's GCRA limit, 429 + headers.
+
+pub mod auth;
+pub mod problem;
+pub mod rate_limit;
+pub mod redact;
+pub mod trace;

@@ -1,0 +1,115 @@
+//! The embedded store: a bounded in-memory cache (moka) with a TTL per entry.
+//! One replica only; a restart loses everything.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::sync::Cache;
+
+use super::{Store, StoreError, StoredSummary};
+
+#[derive(Clone)]
+struct Entry {
+    summary: StoredSummary,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// In-memory summaries, at most `max_entries` (least recently used go first).
+pub struct MemoryStore {
+    summaries: Cache<String, Entry>,
+}
+
+impl MemoryStore {
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            summaries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError> {
+        Ok(self.summaries.get(id).map(|e| e.summary))
+    }
+
+    async fn put_summary(
+        &self,
+        id: &str,
+        summary: StoredSummary,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.summaries.insert(id.to_owned(), Entry { summary, ttl });
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use providers::Status;
+
+    use super::*;
+
+    fn summary() -> StoredSummary {
+        StoredSummary {
+            provider: Arc::from("p"),
+            status: Status::Completed,
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_their_ttl() {
+        let store = MemoryStore::new(10);
+        store
+            .put_summary("a", summary(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        store
+            .put_summary("b", summary(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store.get_summary("a").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.get_summary("a").await.unwrap().is_none());
+        assert!(store.get_summary("b").await.unwrap().is_some());
+    }
+}
