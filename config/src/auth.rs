@@ -34,10 +34,7 @@ const fn default_burst() -> u32 {
 impl RateLimit {
     pub(crate) fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
-            errors.push(ConfigError::new(
-                join(path, "per_second"),
-                "must be a positive number",
-            ));
+            errors.push(ConfigError::new(join(path, "per_second"), "must be a positive number"));
         }
         if self.burst == 0 {
             errors.push(ConfigError::new(join(path, "burst"), "must be at least 1"));
@@ -79,55 +76,26 @@ pub struct KeyConfig {
 }
 
 const fn default_key_rate_limit() -> RateLimit {
-    RateLimit {
-        per_second: 50.0,
-        burst: 100,
-    }
+    RateLimit { per_second: 50.0, burst: 100 }
 }
 
 impl KeyConfig {
     /// Resolves the key and secrets and checks what spans fields.
-    pub(crate) fn resolve(
-        &mut self,
-        path: &str,
-        providers: &[&str],
-        env: &EnvLookup,
-        errors: &mut Vec<ConfigError>,
-    ) {
-        let given = [
-            self.key_sha256.is_some(),
-            self.key_env.is_some(),
-            self.key.is_some(),
-        ];
+    pub(crate) fn resolve(&mut self, path: &str, providers: &[&str], env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+        let given = [self.key_sha256.is_some(), self.key_env.is_some(), self.key.is_some()];
         match given.iter().filter(|g| **g).count() {
-            0 => errors.push(ConfigError::new(
-                path,
-                "one of key_sha256, key_env or key is required",
-            )),
+            0 => errors.push(ConfigError::new(path, "one of key_sha256, key_env or key is required")),
             1 => {}
-            _ => errors.push(ConfigError::new(
-                path,
-                "give only one of key_sha256, key_env or key",
-            )),
+            _ => errors.push(ConfigError::new(path, "give only one of key_sha256, key_env or key")),
         }
         if let Some(hex_digest) = &self.key_sha256 {
             let mut digest = [0_u8; 32];
             if hex::decode_to_slice(hex_digest.trim(), &mut digest).is_ok() {
                 self.sha256 = digest;
             } else {
-                errors.push(ConfigError::new(
-                    join(path, "key_sha256"),
-                    "must be 64 hex characters (a SHA-256 digest)",
-                ));
+                errors.push(ConfigError::new(join(path, "key_sha256"), "must be 64 hex characters (a SHA-256 digest)"));
             }
-        } else if let Some(key) = resolve_secret(
-            path,
-            "key",
-            self.key.as_ref(),
-            self.key_env.as_deref(),
-            env,
-            errors,
-        ) {
+        } else if let Some(key) = resolve_secret(path, "key", self.key.as_ref(), self.key_env.as_deref(), env, errors) {
             self.sha256 = Sha256::digest(key.expose().as_bytes()).into();
         }
         self.resolved_webhook_secret = resolve_secret(
@@ -144,10 +112,7 @@ impl KeyConfig {
                 if !providers.contains(&name.as_str()) {
                     errors.push(ConfigError::new(
                         format!("{}[{i}]", join(path, "providers")),
-                        format!(
-                            "unknown provider `{name}` (configured: {})",
-                            providers.join(", ")
-                        ),
+                        format!("unknown provider `{name}` (configured: {})", providers.join(", ")),
                     ));
                 }
             }

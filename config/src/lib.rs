@@ -35,7 +35,7 @@ use serde_json::Value;
 
 pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
-use crate::error::{from_serde, join};
+use crate::error::{deserialize_all, join};
 pub use crate::providers::{CommonConfig, ProviderConfig, VendorConfig, YeastarConfig};
 pub use crate::secret::Secret;
 pub use crate::server::ServerConfig;
@@ -65,8 +65,7 @@ impl Config {
     /// Loads a YAML file, applies `SUMMARY_GATEWAY__...` overrides from the
     /// environment and resolves `*_env` secrets from the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let figment =
-            Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let figment = Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
         Self::from_figment(&figment, &process_env)
     }
 
@@ -83,15 +82,10 @@ impl Config {
                     .map(|e| {
                         let path = e.path.join(".");
                         let message = e.kind.to_string();
-                        let source = e
-                            .metadata
-                            .as_ref()
-                            .and_then(|m| m.source.as_ref())
-                            .map(ToString::to_string);
+                        let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(ToString::to_string);
                         ConfigError::new(
                             path,
-                            source
-                                .map_or_else(|| message.clone(), |s| format!("{message} (in {s})")),
+                            source.map_or_else(|| message.clone(), |s| format!("{message} (in {s})")),
                         )
                     })
                     .collect(),
@@ -107,10 +101,7 @@ impl Config {
             Value::Object(map) => map,
             Value::Null => serde_json::Map::new(),
             _ => {
-                return Err(ConfigErrors(vec![ConfigError::new(
-                    "",
-                    "the configuration must be a YAML map",
-                )]));
+                return Err(ConfigErrors(vec![ConfigError::new("", "the configuration must be a YAML map")]));
             }
         };
         for key in root.keys() {
@@ -140,16 +131,10 @@ impl Config {
                 }
             }
             None | Some(Value::Null) => {}
-            Some(_) => errors.push(ConfigError::new(
-                "providers",
-                "must be a map of provider name → provider",
-            )),
+            Some(_) => errors.push(ConfigError::new("providers", "must be a map of provider name → provider")),
         }
         if config.providers.is_empty() && !errors.iter().any(|e| e.path.starts_with("providers")) {
-            errors.push(ConfigError::new(
-                "providers",
-                "at least one provider is required",
-            ));
+            errors.push(ConfigError::new("providers", "at least one provider is required"));
         }
 
         let provider_names: Vec<&str> = provider_names.iter().map(String::as_str).collect();
@@ -157,86 +142,55 @@ impl Config {
             Some(Value::Object(mut auth)) => {
                 for key in auth.keys() {
                     if key != "keys" {
-                        errors.push(ConfigError::new(
-                            join("auth", key),
-                            "unknown field (expected: keys)",
-                        ));
+                        errors.push(ConfigError::new(join("auth", key), "unknown field (expected: keys)"));
                     }
                 }
                 match auth.remove("keys") {
                     Some(Value::Object(keys)) => {
                         for (name, value) in keys {
                             let path = format!("auth.keys.{name}");
-                            match serde_path_to_error::deserialize::<_, KeyConfig>(value) {
-                                Ok(mut key) => {
-                                    key.resolve(&path, &provider_names, env, &mut errors);
-                                    config.auth.keys.insert(name, key);
-                                }
-                                Err(e) => errors.push(from_serde(&path, &e)),
+                            if let Some(mut key) = deserialize_all::<KeyConfig>(&path, value, &mut errors) {
+                                key.resolve(&path, &provider_names, env, &mut errors);
+                                config.auth.keys.insert(name, key);
                             }
                         }
                     }
                     None | Some(Value::Null) => {}
-                    Some(_) => errors.push(ConfigError::new(
-                        "auth.keys",
-                        "must be a map of caller name → key",
-                    )),
+                    Some(_) => errors.push(ConfigError::new("auth.keys", "must be a map of caller name → key")),
                 }
             }
             None | Some(Value::Null) => {}
             Some(_) => errors.push(ConfigError::new("auth", "must be a map")),
         }
         if config.auth.keys.is_empty() && !errors.iter().any(|e| e.path.starts_with("auth")) {
-            errors.push(ConfigError::new(
-                "auth.keys",
-                "at least one key is required",
-            ));
+            errors.push(ConfigError::new("auth.keys", "at least one key is required"));
         }
 
         config.validate(&mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
     /// Rules that span fields or sections.
     fn validate(&self, errors: &mut Vec<ConfigError>) {
         let s = &self.server;
         if s.max_body_bytes == 0 {
-            errors.push(ConfigError::new(
-                "server.max_body_bytes",
-                "must be at least 1",
-            ));
+            errors.push(ConfigError::new("server.max_body_bytes", "must be at least 1"));
         }
         if s.request_timeout.is_zero() {
-            errors.push(ConfigError::new(
-                "server.request_timeout",
-                "must be longer than 0s",
-            ));
+            errors.push(ConfigError::new("server.request_timeout", "must be longer than 0s"));
         }
         if let Some(url) = &s.public_url
             && !matches!(url.scheme(), "http" | "https")
         {
             {
-                errors.push(ConfigError::new(
-                    "server.public_url",
-                    "must be an http:// or https:// URL",
-                ));
+                errors.push(ConfigError::new("server.public_url", "must be an http:// or https:// URL"));
             }
         }
         if self.store.summary_ttl.is_zero() {
-            errors.push(ConfigError::new(
-                "store.summary_ttl",
-                "must be longer than 0s",
-            ));
+            errors.push(ConfigError::new("store.summary_ttl", "must be longer than 0s"));
         }
         if self.store.failure_ttl.is_zero() {
-            errors.push(ConfigError::new(
-                "store.failure_ttl",
-                "must be longer than 0s",
-            ));
+            errors.push(ConfigError::new("store.failure_ttl", "must be longer than 0s"));
         }
         if self.store.redis_url.is_some() {
             errors.push(ConfigError::new(
@@ -250,10 +204,7 @@ impl Config {
                 continue; // unresolved: already reported
             }
             if let Some(other) = seen.insert(key.sha256, name) {
-                errors.push(ConfigError::new(
-                    format!("auth.keys.{name}"),
-                    format!("same key as auth.keys.{other}"),
-                ));
+                errors.push(ConfigError::new(format!("auth.keys.{name}"), format!("same key as auth.keys.{other}")));
             }
         }
     }
@@ -267,10 +218,7 @@ fn section<T: DeserializeOwned + Default>(
 ) -> T {
     match root.remove(name) {
         None | Some(Value::Null) => T::default(),
-        Some(value) => serde_path_to_error::deserialize(value).unwrap_or_else(|e| {
-            errors.push(from_serde(name, &e));
-            T::default()
-        }),
+        Some(value) => deserialize_all(name, value, errors).unwrap_or_default(),
     }
 }
 
@@ -290,10 +238,7 @@ pub(crate) fn resolve_secret(
 ) -> Option<Secret<String>> {
     match (inline, env_name) {
         (Some(_), Some(_)) => {
-            errors.push(ConfigError::new(
-                join(path, field),
-                format!("give either {field} or {field}_env, not both"),
-            ));
+            errors.push(ConfigError::new(join(path, field), format!("give either {field} or {field}_env, not both")));
             None
         }
         (Some(value), None) => Some(value.clone()),

@@ -6,10 +6,7 @@ use sha2::Digest;
 use super::*;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + use<> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     move |name| map.get(name).cloned()
 }
 
@@ -41,11 +38,7 @@ fn messages(err: &ConfigErrors) -> Vec<String> {
 
 #[test]
 fn loads_a_good_config_and_resolves_secrets() {
-    let env = env_of(&[
-        ("OPS_KEY", "ops-key"),
-        ("PBX_CLIENT_ID", "id"),
-        ("PBX_CLIENT_SECRET", "s3cret"),
-    ]);
+    let env = env_of(&[("OPS_KEY", "ops-key"), ("PBX_CLIENT_ID", "id"), ("PBX_CLIENT_SECRET", "s3cret")]);
     let config = Config::from_yaml(GOOD, &env).unwrap();
     assert_eq!(config.store.summary_ttl, Duration::from_secs(12 * 3600));
     // key_sha256 is decoded; key_env is hashed.
@@ -110,11 +103,7 @@ providers:
         "auth.keys.dup: same key as auth.keys.bad",
     ];
     for prefix in expect_prefixes {
-        assert!(
-            got.iter().any(|m| m.starts_with(prefix)),
-            "missing `{prefix}` in:\n{}",
-            got.join("\n")
-        );
+        assert!(got.iter().any(|m| m.starts_with(prefix)), "missing `{prefix}` in:\n{}", got.join("\n"));
     }
 }
 
@@ -126,22 +115,42 @@ providers:
   pbx: { type: yeastar, client_id: a }
 ";
     let got = messages(&Config::from_yaml(yaml, &env_of(&[])).unwrap_err());
-    assert!(
-        got.iter()
-            .any(|m| m.starts_with("providers.pbx.base_url: missing field")),
-        "{got:?}"
-    );
+    assert!(got.iter().any(|m| m.starts_with("providers.pbx.base_url: missing field")), "{got:?}");
 }
 
 #[test]
 fn empty_config_asks_for_keys_and_providers() {
     let got = messages(&Config::from_yaml("", &env_of(&[])).unwrap_err());
-    assert!(
-        got.contains(&"providers: at least one provider is required".to_owned()),
-        "{got:?}"
-    );
-    assert!(
-        got.contains(&"auth.keys: at least one key is required".to_owned()),
-        "{got:?}"
-    );
+    assert!(got.contains(&"providers: at least one provider is required".to_owned()), "{got:?}");
+    assert!(got.contains(&"auth.keys: at least one key is required".to_owned()), "{got:?}");
+}
+
+#[test]
+fn one_bad_field_does_not_hide_the_next() {
+    let yaml = r"
+auth: { keys: { a: { key: k, rate_limit: { per_second: fast } } } }
+server: { listen: 127.0.0.1:1, colour: red, request_timeout: never }
+providers:
+  pbx:
+    type: yeastar
+    bse_url: https://x
+    base_url: https://x
+    clientid: a
+    client_id_env: UNSET_ID
+    client_secret: b
+    timeout: soon
+";
+    let got = messages(&Config::from_yaml(yaml, &env_of(&[])).unwrap_err());
+    for expected in [
+        "providers.pbx.bse_url: unknown field",
+        "providers.pbx.clientid: unknown field",
+        "providers.pbx.client_id_env: environment variable UNSET_ID is not set",
+        "providers.pbx.timeout: invalid value",
+        "server.colour: unknown field",
+        "server.request_timeout: invalid value",
+        "auth.keys.a.rate_limit.per_second: invalid type",
+    ] {
+        assert!(got.iter().any(|m| m.starts_with(expected)), "missing `{expected}` in:\n{}", got.join("\n"));
+    }
+    assert!(!got.iter().any(|m| m.contains("missing field")), "{got:?}");
 }

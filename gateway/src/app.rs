@@ -57,8 +57,7 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, InitError> {
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let built = Provider::from_config(provider)
-                .map_err(|e| InitError::Provider(name.clone(), e))?;
+            let built = Provider::from_config(provider).map_err(|e| InitError::Provider(name.clone(), e))?;
             providers.insert(name.clone(), Arc::new(built));
         }
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_entries));
@@ -106,9 +105,7 @@ pub fn router(app: &Arc<App>) -> Router {
                 .layer(RateLimitLayer),
         )
     });
-    let _ = app.openapi.set(Bytes::from(
-        serde_json::to_vec(&openapi).unwrap_or_default(),
-    ));
+    let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
 
     let server = &app.config.server;
     let stack = ServiceBuilder::new()
@@ -127,27 +124,18 @@ pub fn router(app: &Arc<App>) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(RequestSpan)
                 .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                )
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros))
                 .on_failure(()),
         )
         // 6. Every error response below becomes problem+json.
         .layer(axum::middleware::from_fn_with_state(
-            ProblemContext {
-                max_body_bytes: server.max_body_bytes,
-            },
+            ProblemContext { max_body_bytes: server.max_body_bytes },
             problem_json,
         ))
         // 7. Panics → 500 problem.
         .layer(CatchPanicLayer::custom(panic_response))
         // 8. No request lives longer than this (long-polls included).
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            server.request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout))
         // 9. Bodies over the limit are refused before they are buffered.
         .layer(RequestBodyLimitLayer::new(server.max_body_bytes));
 
@@ -158,6 +146,7 @@ pub fn router(app: &Arc<App>) -> Router {
         .layer(stack)
 }
 
+#[allow(clippy::needless_pass_by_value)] // the signature CatchPanicLayer requires
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()

@@ -108,20 +108,9 @@ mod tests {
             "http://[::ffff:192.168.1.1]/",
             "not a url",
         ] {
-            assert!(
-                check_callback_url(url, false).await.is_err(),
-                "{url} was accepted"
-            );
+            assert!(check_callback_url(url, false).await.is_err(), "{url} was accepted");
         }
-        assert!(
-            check_callback_url("http://127.0.0.1:9/hook", true)
-                .await
-                .is_ok()
-        );
-        assert!(
-            check_callback_url("https://93.184.215.14/hook", false)
-                .await
-                .is_ok()
-        );
+        assert!(check_callback_url("http://127.0.0.1:9/hook", true).await.is_ok());
+        assert!(check_callback_url("https://93.184.215.14/hook", false).await.is_ok());
     }
 }

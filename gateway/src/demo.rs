@@ -10,10 +10,7 @@ use providers::yeastar::simulator::{RunningSimulator, SimOptions, YeastarSimulat
 pub const DEMO_KEY: &str = "demo-key";
 
 /// The demo configuration, with the simulator's address filled in.
-pub fn config(
-    listen: SocketAddr,
-    yeastar_base_url: &str,
-) -> Result<Config, gateway_config::ConfigErrors> {
+pub fn config(listen: SocketAddr, yeastar_base_url: &str) -> Result<Config, gateway_config::ConfigErrors> {
     let yaml = include_str!("../../config/examples/demo.yaml")
         .replace("${LISTEN}", &listen.to_string())
         .replace("${YEASTAR_URL}", yeastar_base_url);

@@ -11,11 +11,7 @@ use summary_gateway::{App, demo, run, shutdown_signal, telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(
-    name = "summary-gateway",
-    version,
-    about = "One endpoint and one schema for conversation-summary vendors"
-)]
+#[command(name = "summary-gateway", version, about = "One endpoint and one schema for conversation-summary vendors")]
 struct Cli {
     /// Configuration file (YAML), for serving without a subcommand.
     #[arg(long, env = "SUMMARY_GATEWAY_CONFIG", global = true)]
@@ -62,10 +58,7 @@ enum Simulator {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("summary-gateway: cannot start the async runtime: {e}");
@@ -77,14 +70,9 @@ fn main() -> ExitCode {
             Command::Serve => serve(cli.config).await,
             Command::CheckConfig { print } => check_config(cli.config, print),
             Command::Demo { listen } => run_demo(listen).await,
-            Command::Simulate {
-                vendor:
-                    Simulator::Yeastar {
-                        listen,
-                        client_id,
-                        client_secret,
-                    },
-            } => simulate_yeastar(listen, client_id, client_secret).await,
+            Command::Simulate { vendor: Simulator::Yeastar { listen, client_id, client_secret } } => {
+                simulate_yeastar(listen, client_id, client_secret).await
+            }
         }
     })
 }
@@ -95,11 +83,7 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
         return Err(ExitCode::from(2));
     };
     Config::load(&path).map_err(|errors| {
-        eprintln!(
-            "summary-gateway: {} has {} problem(s):",
-            path.display(),
-            errors.0.len()
-        );
+        eprintln!("summary-gateway: {} has {} problem(s):", path.display(), errors.0.len());
         for e in errors.iter() {
             eprintln!("{e}");
         }
@@ -111,16 +95,9 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
     match load(path) {
         Ok(config) => {
             if print {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&config).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
             }
-            println!(
-                "configuration ok: {} provider(s), {} key(s)",
-                config.providers.len(),
-                config.auth.keys.len()
-            );
+            println!("configuration ok: {} provider(s), {} key(s)", config.providers.len(), config.auth.keys.len());
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -185,11 +162,7 @@ async fn run_demo(listen: SocketAddr) -> ExitCode {
     code
 }
 
-async fn simulate_yeastar(
-    listen: SocketAddr,
-    client_id: String,
-    client_secret: String,
-) -> ExitCode {
+async fn simulate_yeastar(listen: SocketAddr, client_id: String, client_secret: String) -> ExitCode {
     use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -198,11 +171,7 @@ async fn simulate_yeastar(
             return ExitCode::FAILURE;
         }
     };
-    let sim = YeastarSimulator::new(SimOptions {
-        client_id,
-        client_secret,
-        ..SimOptions::default()
-    });
+    let sim = YeastarSimulator::new(SimOptions { client_id, client_secret, ..SimOptions::default() });
     match sim.serve_on(listener) {
         Ok(running) => {
             tracing::info!(addr = %running.addr, "yeastar simulator listening");

@@ -55,20 +55,12 @@ pub fn summary_id(provider: &str, req: &SummaryRequest) -> String {
 
 /// Whether `s` has the shape of a summary id.
 pub fn is_summary_id(s: &str) -> bool {
-    s.len() == 36
-        && s.starts_with("sum_")
-        && s[4..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 36 && s.starts_with("sum_") && s[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Summaries {
     pub fn new(store: Arc<dyn Store>, summary_ttl: Duration) -> Self {
-        Self {
-            store,
-            inflight: Arc::new(Mutex::new(HashMap::new())),
-            summary_ttl,
-        }
+        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())), summary_ttl }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -116,18 +108,12 @@ impl Summaries {
                 Ok(Some(hit)) => Ok(hit),
                 _ => fetch(&*store, &id, &provider, &req, ttl).await,
             };
-            inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             result
         });
-        async move {
-            task.await
-                .unwrap_or_else(|e| Err(ApiError::Internal(format!("summary task failed: {e}"))))
-        }
-        .boxed()
-        .shared()
+        async move { task.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("summary task failed: {e}")))) }
+            .boxed()
+            .shared()
     }
 }
 
@@ -139,18 +125,10 @@ async fn fetch(
     ttl: Duration,
 ) -> Result<StoredSummary, ApiError> {
     let name: Arc<str> = Arc::from(provider.name());
-    let completed = provider
-        .summarize(req)
-        .await
-        .map_err(|e| ApiError::provider(&name, e))?;
+    let completed = provider.summarize(req).await.map_err(|e| ApiError::provider(&name, e))?;
     let resource = completed_resource(id, provider, req, completed, SystemTime::now(), ttl);
-    let body =
-        Bytes::from(serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?);
-    let stored = StoredSummary {
-        provider: name,
-        status: Status::Completed,
-        body,
-    };
+    let body = Bytes::from(serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let stored = StoredSummary { provider: name, status: Status::Completed, body };
     if let Err(e) = store.put_summary(id, stored.clone(), ttl).await {
         // The caller still gets the summary; only the cache is lost.
         tracing::warn!(error = %e, summary_id = id, "could not store a completed summary");

@@ -71,9 +71,7 @@ impl Provider {
     pub fn from_config(config: &ProviderConfig) -> Result<Self, String> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let adapter = match &config.vendor {
-            VendorConfig::Yeastar(y) => {
-                Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y)?)
-            }
+            VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y)?),
         };
         Ok(Self { name, adapter })
     }

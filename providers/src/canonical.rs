@@ -18,14 +18,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Self; 6] = [
-        Self::Summary,
-        Self::Details,
-        Self::ActionItems,
-        Self::Coaching,
-        Self::Topics,
-        Self::Composition,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Summary, Self::Details, Self::ActionItems, Self::Coaching, Self::Topics, Self::Composition];
 
     pub const fn as_str(self) -> &'static str {
         match self {

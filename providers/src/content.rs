@@ -6,10 +6,8 @@ use crate::canonical::{Content, Section};
 impl Content {
     /// Renders `text` and `markdown` from the sections, dropping empty ones.
     pub fn from_sections(sections: Vec<Section>) -> Self {
-        let sections: Vec<Section> = sections
-            .into_iter()
-            .filter(|s| s.title.is_some() || !s.items.is_empty())
-            .collect();
+        let sections: Vec<Section> =
+            sections.into_iter().filter(|s| s.title.is_some() || !s.items.is_empty()).collect();
         let mut text = String::new();
         let mut markdown = String::new();
         for section in &sections {
@@ -37,11 +35,7 @@ impl Content {
                 markdown.push_str(&escape_markdown(item));
             }
         }
-        Self {
-            text,
-            markdown,
-            sections,
-        }
+        Self { text, markdown, sections }
     }
 }
 
@@ -77,18 +71,9 @@ mod tests {
     #[test]
     fn renders_text_and_markdown() {
         let c = Content::from_sections(vec![
-            Section {
-                title: Some("Call Summary".into()),
-                items: vec!["a *b*".into(), "c".into()],
-            },
-            Section {
-                title: None,
-                items: vec![],
-            },
-            Section {
-                title: None,
-                items: vec!["loose".into()],
-            },
+            Section { title: Some("Call Summary".into()), items: vec!["a *b*".into(), "c".into()] },
+            Section { title: None, items: vec![] },
+            Section { title: None, items: vec!["loose".into()] },
         ]);
         assert_eq!(c.sections.len(), 2);
         assert_eq!(c.text, "Call Summary\n- a *b*\n- c\n\n- loose");

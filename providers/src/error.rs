@@ -22,17 +22,9 @@ impl VendorDetail {
     pub fn new(status: Option<u16>, code: Option<Value>, message: Option<&str>) -> Self {
         let message = message.map(|m| {
             let m = crate::content::normalize_whitespace(m);
-            if m.chars().count() > 200 {
-                m.chars().take(200).collect::<String>() + "…"
-            } else {
-                m
-            }
+            if m.chars().count() > 200 { m.chars().take(200).collect::<String>() + "…" } else { m }
         });
-        Self {
-            status,
-            code,
-            message: message.filter(|m| !m.is_empty()),
-        }
+        Self { status, code, message: message.filter(|m| !m.is_empty()) }
     }
 }
 
@@ -41,30 +33,16 @@ impl VendorDetail {
 pub enum ProviderError {
     /// 404 `not_found`: the vendor has no such conversation/summary.
     #[error("{message}")]
-    NotFound {
-        message: String,
-        vendor: VendorDetail,
-    },
+    NotFound { message: String, vendor: VendorDetail },
     /// 409 `conversation_not_ready`: the vendor is still processing.
     #[error("{message}")]
-    NotReady {
-        message: String,
-        retry_after: Duration,
-        vendor: VendorDetail,
-    },
+    NotReady { message: String, retry_after: Duration, vendor: VendorDetail },
     /// 502 `provider_error`: the vendor answered with an error or something unparseable.
     #[error("{message}")]
-    Rejected {
-        message: String,
-        vendor: VendorDetail,
-    },
+    Rejected { message: String, vendor: VendorDetail },
     /// 503 `provider_unavailable`: the vendor is down or refusing us for a while.
     #[error("{message}")]
-    Unavailable {
-        message: String,
-        retry_after: Duration,
-        vendor: VendorDetail,
-    },
+    Unavailable { message: String, retry_after: Duration, vendor: VendorDetail },
     /// 503 `overloaded`: too many calls to this vendor already in flight or over its rate.
     #[error("too many requests to this provider are in flight; try again shortly")]
     Overloaded { retry_after: Duration },

@@ -16,7 +16,5 @@ pub mod outbound;
 pub mod yeastar;
 
 pub use adapter::{Completed, Input, Provider, ProviderStatus, SummaryRequest};
-pub use canonical::{
-    Content, Conversation, Kind, Participant, Party, Section, Status, Summary, SummaryError,
-};
+pub use canonical::{Content, Conversation, Kind, Participant, Party, Section, Status, Summary, SummaryError};
 pub use error::{ProviderError, RequestProblem, VendorDetail};

@@ -71,18 +71,13 @@ impl Outbound {
 
     /// Waits (at most `queue_timeout`) for a free slot and for the outbound rate limit.
     pub async fn slot(&self) -> Result<Slot, ProviderError> {
-        let overloaded = || ProviderError::Overloaded {
-            retry_after: Duration::from_secs(1),
-        };
-        let permit =
-            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
-                .await
-                .map_err(|_| overloaded())?
-                .map_err(|_| overloaded())?;
+        let overloaded = || ProviderError::Overloaded { retry_after: Duration::from_secs(1) };
+        let permit = tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| overloaded())?
+            .map_err(|_| overloaded())?;
         if let Some(limiter) = &self.limiter {
-            tokio::time::timeout(self.queue_timeout, limiter.until_ready())
-                .await
-                .map_err(|_| overloaded())?;
+            tokio::time::timeout(self.queue_timeout, limiter.until_ready()).await.map_err(|_| overloaded())?;
         }
         Ok(Slot(permit))
     }
@@ -94,44 +89,26 @@ impl Outbound {
             let status = response.status().as_u16();
             let headers = std::mem::take(response.headers_mut());
             let mut body = BytesMut::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| self.transport_error(&e))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
                 if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err(ProviderError::bad_answer(
-                        status,
-                        "a body larger than the gateway accepts",
-                    ));
+                    return Err(ProviderError::bad_answer(status, "a body larger than the gateway accepts"));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Answer {
-                status,
-                headers,
-                body: body.freeze(),
-            })
+            Ok(Answer { status, headers, body: body.freeze() })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| ProviderError::Timeout {
-                after: self.timeout,
-            })?
+            .map_err(|_| ProviderError::Timeout { after: self.timeout })?
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
         if e.is_timeout() {
-            return ProviderError::Timeout {
-                after: self.timeout,
-            };
+            return ProviderError::Timeout { after: self.timeout };
         }
         // Never keep the URL: it may carry a vendor token in its query.
-        let what = if e.is_connect() {
-            "could not connect to the provider"
-        } else {
-            "the connection to the provider failed"
-        };
+        let what =
+            if e.is_connect() { "could not connect to the provider" } else { "the connection to the provider failed" };
         tracing::warn!(cause = %error_chain(e), "{what}");
         ProviderError::Unavailable {
             message: what.to_owned(),
@@ -143,7 +120,7 @@ impl Outbound {
 
 /// TLS to vendors uses rustls with *ring* (no C toolchain beyond cc needed);
 /// reqwest is built without a default provider, so one is installed once here.
-fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Err means another provider is already installed, which serves as well.
@@ -163,11 +140,7 @@ fn error_chain(e: &reqwest::Error) -> String {
         out.push_str(&s.to_string());
         source = s.source();
     }
-    if out.is_empty() {
-        "transport error".to_owned()
-    } else {
-        out
-    }
+    if out.is_empty() { "transport error".to_owned() } else { out }
 }
 
 /// A GCRA limiter for `limit`.
@@ -179,7 +152,5 @@ pub fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
 pub fn quota(limit: &RateLimit) -> Quota {
     let period = Duration::from_secs_f64(1.0 / limit.per_second).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst)
+    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
-use crate::error::{ConfigError, from_serde, join};
+use crate::error::{ConfigError, deserialize_all, join};
 
 /// One configured provider.
 #[derive(Debug, Clone, Serialize)]
@@ -93,10 +93,7 @@ pub(crate) fn parse_provider(
         ));
     }
     let Value::Object(mut fields) = value else {
-        errors.push(ConfigError::new(
-            &path,
-            "must be a map with at least `type`",
-        ));
+        errors.push(ConfigError::new(&path, "must be a map with at least `type`"));
         return None;
     };
     let type_name = match fields.remove("type") {
@@ -120,61 +117,31 @@ pub(crate) fn parse_provider(
             common_fields.insert((*field).to_owned(), v);
         }
     }
-    let common =
-        match serde_path_to_error::deserialize::<_, CommonConfig>(Value::Object(common_fields)) {
-            Ok(common) => {
-                common.validate(&path, errors);
-                Some(common)
-            }
-            Err(e) => {
-                errors.push(from_serde(&path, &e));
-                None
-            }
-        };
+    let common = deserialize_all::<CommonConfig>(&path, Value::Object(common_fields), errors)
+        .inspect(|common| common.validate(&path, errors));
     let vendor = match type_name.as_str() {
-        "yeastar" => {
-            match serde_path_to_error::deserialize::<_, YeastarConfig>(Value::Object(fields)) {
-                Ok(mut y) => {
-                    y.resolve(&path, env, errors);
-                    Some(VendorConfig::Yeastar(y))
-                }
-                Err(e) => {
-                    errors.push(from_serde(&path, &e));
-                    None
-                }
-            }
-        }
+        "yeastar" => deserialize_all::<YeastarConfig>(&path, Value::Object(fields), errors).map(|mut y| {
+            y.resolve(&path, env, errors);
+            VendorConfig::Yeastar(y)
+        }),
         other => {
             errors.push(ConfigError::new(
                 join(&path, "type"),
-                format!(
-                    "unknown provider type `{other}` (supported: {})",
-                    SUPPORTED_TYPES.join(", ")
-                ),
+                format!("unknown provider type `{other}` (supported: {})", SUPPORTED_TYPES.join(", ")),
             ));
             None
         }
     };
-    Some(ProviderConfig {
-        name: name.to_owned(),
-        common: common?,
-        vendor: vendor?,
-    })
+    Some(ProviderConfig { name: name.to_owned(), common: common?, vendor: vendor? })
 }
 
 impl CommonConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.timeout.is_zero() {
-            errors.push(ConfigError::new(
-                join(path, "timeout"),
-                "must be longer than 0s",
-            ));
+            errors.push(ConfigError::new(join(path, "timeout"), "must be longer than 0s"));
         }
         if self.max_concurrency == 0 {
-            errors.push(ConfigError::new(
-                join(path, "max_concurrency"),
-                "must be at least 1",
-            ));
+            errors.push(ConfigError::new(join(path, "max_concurrency"), "must be at least 1"));
         }
         if let Some(limit) = &self.rate_limit {
             limit.validate(&join(path, "rate_limit"), errors);
@@ -187,23 +154,15 @@ fn is_valid_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 /// Checks a vendor base URL: http(s), a host, no query or fragment.
 pub(crate) fn check_base_url(path: &str, url: &url::Url, errors: &mut Vec<ConfigError>) {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        errors.push(ConfigError::new(
-            join(path, "base_url"),
-            "must be an http:// or https:// URL with a host",
-        ));
+        errors.push(ConfigError::new(join(path, "base_url"), "must be an http:// or https:// URL with a host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        errors.push(ConfigError::new(
-            join(path, "base_url"),
-            "must not have a query or fragment",
-        ));
+        errors.push(ConfigError::new(join(path, "base_url"), "must not have a query or fragment"));
     }
 }

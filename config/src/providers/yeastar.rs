@@ -12,8 +12,9 @@ use crate::{EnvLookup, Secret, resolve_secret};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct YeastarConfig {
-    /// `https://pbx.example.com:8088`; the adapter adds `/openapi/...`.
-    pub base_url: Url,
+    /// `https://pbx.example.com:8088`; the adapter adds `/openapi/...`. Required.
+    #[serde(default)]
+    pub base_url: Option<Url>,
     /// Environment variable holding the OpenAPI Client ID.
     #[serde(default)]
     pub client_id_env: Option<String>,
@@ -50,21 +51,18 @@ const fn default_refresh_margin() -> Duration {
 
 impl YeastarConfig {
     pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
-        super::check_base_url(path, &self.base_url, errors);
+        match &self.base_url {
+            Some(url) => super::check_base_url(path, url, errors),
+            None => errors.push(ConfigError::new(format!("{path}.base_url"), "missing field")),
+        }
         if self.user_agent.trim().is_empty() {
             errors.push(ConfigError::new(
                 format!("{path}.user_agent"),
                 "must not be empty (Yeastar rejects requests without one)",
             ));
         }
-        self.resolved_client_id = resolve_secret(
-            path,
-            "client_id",
-            self.client_id.as_ref(),
-            self.client_id_env.as_deref(),
-            env,
-            errors,
-        );
+        self.resolved_client_id =
+            resolve_secret(path, "client_id", self.client_id.as_ref(), self.client_id_env.as_deref(), env, errors);
         self.resolved_client_secret = resolve_secret(
             path,
             "client_secret",
@@ -73,37 +71,22 @@ impl YeastarConfig {
             env,
             errors,
         );
-        if self.resolved_client_id.is_none()
-            && self.client_id.is_none()
-            && self.client_id_env.is_none()
-        {
-            errors.push(ConfigError::new(
-                format!("{path}.client_id_env"),
-                "missing field (or client_id inline)",
-            ));
+        if self.resolved_client_id.is_none() && self.client_id.is_none() && self.client_id_env.is_none() {
+            errors.push(ConfigError::new(format!("{path}.client_id_env"), "missing field (or client_id inline)"));
         }
-        if self.resolved_client_secret.is_none()
-            && self.client_secret.is_none()
-            && self.client_secret_env.is_none()
-        {
-            errors.push(ConfigError::new(
-                format!("{path}.client_secret_env"),
-                "missing field (or client_secret inline)",
-            ));
+        if self.resolved_client_secret.is_none() && self.client_secret.is_none() && self.client_secret_env.is_none() {
+            errors
+                .push(ConfigError::new(format!("{path}.client_secret_env"), "missing field (or client_secret inline)"));
         }
     }
 
     /// The Client ID. Present once the config has loaded.
     pub fn client_id(&self) -> Secret<String> {
-        self.resolved_client_id
-            .clone()
-            .unwrap_or_else(|| Secret::new(String::new()))
+        self.resolved_client_id.clone().unwrap_or_else(|| Secret::new(String::new()))
     }
 
     /// The Client Secret. Present once the config has loaded.
     pub fn client_secret(&self) -> Secret<String> {
-        self.resolved_client_secret
-            .clone()
-            .unwrap_or_else(|| Secret::new(String::new()))
+        self.resolved_client_secret.clone().unwrap_or_else(|| Secret::new(String::new()))
     }
 }

@@ -24,10 +24,7 @@ pub struct Health {
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        store: None,
-    })
+    Json(Health { status: "ok", store: None })
 }
 
 /// The gateway takes traffic: not draining and its store answers.
@@ -45,12 +42,6 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
     let store = app.summaries.store();
-    store
-        .ping()
-        .await
-        .map_err(|e| ApiError::NotReady(e.to_string()))?;
-    Ok(Json(Health {
-        status: "ready",
-        store: Some(store.kind()),
-    }))
+    store.ping().await.map_err(|e| ApiError::NotReady(e.to_string()))?;
+    Ok(Json(Health { status: "ready", store: Some(store.kind()) }))
 }

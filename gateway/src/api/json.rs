@@ -16,11 +16,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(
-            req.headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        ) {
+        if !is_json(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
             return Err(ApiError::from(RequestError::UnsupportedMediaType).into_response());
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
@@ -28,31 +24,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 // A bare 413: the edge, which knows the limit, writes the problem.
                 StatusCode::PAYLOAD_TOO_LARGE.into_response()
             } else {
-                ApiError::from(RequestError::Invalid(format!(
-                    "could not read the body: {rejection}"
-                )))
-                .into_response()
+                ApiError::from(RequestError::Invalid(format!("could not read the body: {rejection}"))).into_response()
             }
         })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let what = if inner.is_syntax() || inner.is_eof() {
-                "malformed JSON"
-            } else {
-                "invalid field"
-            };
-            let detail = if path.is_empty() || path == "." {
-                format!("{what}: {inner}")
+            let detail = if inner.is_syntax() || inner.is_eof() {
+                format!("malformed JSON: {inner}")
+            } else if path.is_empty() || path == "." {
+                format!("invalid body: {inner}")
             } else {
                 format!("{path}: {inner}")
             };
             ApiError::from(RequestError::Invalid(detail)).into_response()
         })?;
-        de.end().map_err(|e| {
-            ApiError::from(RequestError::Invalid(format!("malformed JSON: {e}"))).into_response()
-        })?;
+        de.end().map_err(|e| ApiError::from(RequestError::Invalid(format!("malformed JSON: {e}"))).into_response())?;
         Ok(Self(value))
     }
 }

@@ -74,15 +74,7 @@ where
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "probes", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
 pub async fn openapi_json(State(app): State<Arc<App>>) -> Response {
-    let mut response = app
-        .openapi
-        .get()
-        .cloned()
-        .unwrap_or_default()
-        .into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut response = app.openapi.get().cloned().unwrap_or_default().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -77,14 +77,9 @@ pub async fn create_summary(
     Extension(caller): Extension<Arc<Caller>>,
     JsonBody(body): JsonBody<CreateSummary>,
 ) -> Result<Response, ApiError> {
-    let provider = app
-        .provider(&body.provider)
-        .ok_or_else(|| RequestError::UnknownProvider(body.provider.clone()))?;
+    let provider = app.provider(&body.provider).ok_or_else(|| RequestError::UnknownProvider(body.provider.clone()))?;
     if !caller.may_use(provider.name()) {
-        return Err(AuthError::Forbidden {
-            provider: body.provider,
-        }
-        .into());
+        return Err(AuthError::Forbidden { provider: body.provider }.into());
     }
     let kind = match body.kind.as_deref() {
         None => Kind::Summary,
@@ -101,29 +96,21 @@ pub async fn create_summary(
             provider.name(),
             provider.type_name(),
             kind.as_str(),
-            provider
-                .kinds()
-                .iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            provider.kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
         ))
         .into());
     }
     let language = match body.language.as_deref() {
         None => None,
-        Some(tag) => Some(canonical_language(tag).ok_or_else(|| {
-            RequestError::Invalid(format!("language: `{tag}` is not a BCP 47 language tag"))
-        })?),
+        Some(tag) => Some(
+            canonical_language(tag)
+                .ok_or_else(|| RequestError::Invalid(format!("language: `{tag}` is not a BCP 47 language tag")))?,
+        ),
     };
     let req = SummaryRequest {
         kind,
         // A vendor that cannot choose the language ignores it, and so does the summary's identity.
-        language: if provider.honours_language() {
-            language
-        } else {
-            None
-        },
+        language: if provider.honours_language() { language } else { None },
         conversation: body.conversation,
     };
     provider.validate(&req).map_err(RequestError::from)?;
@@ -162,25 +149,16 @@ pub async fn get_summary(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     if !is_summary_id(&id) {
-        return Err(RequestError::Invalid(format!(
-            "`{}` is not a summary id (sum_ + 32 hex digits)",
-            truncate(&id)
-        ))
-        .into());
+        return Err(
+            RequestError::Invalid(format!("`{}` is not a summary id (sum_ + 32 hex digits)", truncate(&id))).into()
+        );
     }
     // Every summary is final as soon as it exists (Yeastar is synchronous), so a
     // valid `wait` never has to hold the request.
     parse_wait(query.as_deref())?;
-    let stored = app
-        .summaries
-        .get(&id)
-        .await?
-        .ok_or_else(|| RequestError::NotFound(format!("no summary `{id}`")))?;
+    let stored = app.summaries.get(&id).await?.ok_or_else(|| RequestError::NotFound(format!("no summary `{id}`")))?;
     if !caller.may_use(&stored.provider) {
-        return Err(AuthError::Forbidden {
-            provider: stored.provider.to_string(),
-        }
-        .into());
+        return Err(AuthError::Forbidden { provider: stored.provider.to_string() }.into());
     }
     Ok(summary_response(&stored, CacheStatus::Hit))
 }
@@ -190,14 +168,7 @@ fn summary_response(stored: &StoredSummary, cache: CacheStatus) -> Response {
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, JSON.clone());
-    headers.insert(
-        "cache-status",
-        if cache == CacheStatus::Hit {
-            HIT.clone()
-        } else {
-            MISS.clone()
-        },
-    );
+    headers.insert("cache-status", if cache == CacheStatus::Hit { HIT.clone() } else { MISS.clone() });
     response
 }
 
@@ -208,10 +179,10 @@ fn parse_wait(query: Option<&str>) -> Result<Option<u64>, ApiError> {
         if key == "wait" {
             return match value.parse::<u64>() {
                 Ok(n) if n <= MAX_WAIT_SECS => Ok(Some(n)),
-                _ => Err(RequestError::Invalid(format!(
-                    "wait: an integer number of seconds from 0 to {MAX_WAIT_SECS}"
-                ))
-                .into()),
+                _ => {
+                    Err(RequestError::Invalid(format!("wait: an integer number of seconds from 0 to {MAX_WAIT_SECS}"))
+                        .into())
+                }
             };
         }
     }
@@ -219,11 +190,7 @@ fn parse_wait(query: Option<&str>) -> Result<Option<u64>, ApiError> {
 }
 
 fn truncate(s: &str) -> String {
-    if s.chars().count() > 40 {
-        s.chars().take(40).collect::<String>() + "…"
-    } else {
-        s.to_owned()
-    }
+    if s.chars().count() > 40 { s.chars().take(40).collect::<String>() + "…" } else { s.to_owned() }
 }
 
 /// A BCP 47 tag in canonical case (`pt-br` → `pt-BR`, `zh-hant` → `zh-Hant`), or
@@ -266,30 +233,16 @@ mod tests {
     fn canonicalizes_language_tags() {
         assert_eq!(canonical_language("pt-br").as_deref(), Some("pt-BR"));
         assert_eq!(canonical_language("EN").as_deref(), Some("en"));
-        assert_eq!(
-            canonical_language("zh-hant-tw").as_deref(),
-            Some("zh-Hant-TW")
-        );
+        assert_eq!(canonical_language("zh-hant-tw").as_deref(), Some("zh-Hant-TW"));
         assert_eq!(canonical_language("es-419").as_deref(), Some("es-419"));
-        for bad in [
-            "",
-            "e",
-            "en_US",
-            "en-",
-            "1a",
-            "english!",
-            "en-toolongsubtag",
-        ] {
+        for bad in ["", "e", "en_US", "en-", "1a", "english!", "en-toolongsubtag"] {
             assert_eq!(canonical_language(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn wait_is_bounded() {
-        assert_eq!(
-            parse_wait(Some("wait=5&access_token=REDACTED")).unwrap(),
-            Some(5)
-        );
+        assert_eq!(parse_wait(Some("wait=5&access_token=REDACTED")).unwrap(), Some(5));
         assert!(parse_wait(Some("wait=61")).is_err());
         assert!(parse_wait(Some("wait=soon")).is_err());
         assert_eq!(parse_wait(None).unwrap(), None);

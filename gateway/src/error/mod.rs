@@ -37,10 +37,7 @@ pub enum ApiError {
     Request(#[from] RequestError),
     /// A vendor failure, already classified.
     #[error("{source}")]
-    Provider {
-        provider: Arc<str>,
-        source: ProviderError,
-    },
+    Provider { provider: Arc<str>, source: Box<ProviderError> },
     /// 429 `rate_limited`.
     #[error("this API key is over its rate limit")]
     RateLimited { retry_after: Duration },
@@ -60,10 +57,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn provider(provider: &Arc<str>, source: ProviderError) -> Self {
-        Self::Provider {
-            provider: Arc::clone(provider),
-            source,
-        }
+        Self::Provider { provider: Arc::clone(provider), source: Box::new(source) }
     }
 
     pub const fn status(&self) -> StatusCode {
@@ -81,13 +75,11 @@ impl ApiError {
                 RequestError::NotFound(_) => StatusCode::NOT_FOUND,
                 RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             },
-            Self::Provider { source, .. } => match source {
+            Self::Provider { source, .. } => match **source {
                 ProviderError::NotFound { .. } => StatusCode::NOT_FOUND,
                 ProviderError::NotReady { .. } => StatusCode::CONFLICT,
                 ProviderError::Rejected { .. } => StatusCode::BAD_GATEWAY,
-                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             },
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -113,7 +105,7 @@ impl ApiError {
                 RequestError::NotFound(_) => "not_found",
                 RequestError::MethodNotAllowed => "method_not_allowed",
             },
-            Self::Provider { source, .. } => match source {
+            Self::Provider { source, .. } => match **source {
                 ProviderError::NotFound { .. } => "not_found",
                 ProviderError::NotReady { .. } => "conversation_not_ready",
                 ProviderError::Rejected { .. } => "provider_error",
@@ -133,10 +125,10 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => Some(*retry_after),
-            Self::Provider { source, .. } => match source {
+            Self::Provider { source, .. } => match **source {
                 ProviderError::NotReady { retry_after, .. }
                 | ProviderError::Unavailable { retry_after, .. }
-                | ProviderError::Overloaded { retry_after } => Some(*retry_after),
+                | ProviderError::Overloaded { retry_after } => Some(retry_after),
                 _ => None,
             },
             Self::Store(_) | Self::NotReady(_) => Some(Duration::from_secs(5)),
@@ -150,9 +142,7 @@ impl ApiError {
         let code = self.code();
         let detail = match self {
             // Never leak internals; the middleware logs them.
-            Self::Internal(_) => {
-                "the gateway failed to handle this request; it has been logged".to_owned()
-            }
+            Self::Internal(_) => "the gateway failed to handle this request; it has been logged".to_owned(),
             other => other.to_string(),
         };
         let mut problem = Problem::new(status, code, detail);
@@ -229,31 +219,21 @@ impl IntoResponse for ApiError {
         let mut response = self.status().into_response();
         let headers = response.headers_mut();
         if let Some(after) = self.retry_after() {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(after.as_secs().max(1)),
-            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         match &self {
             Self::Auth(AuthError::Missing) => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"summary-gateway\""),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"summary-gateway\""));
             }
             Self::Auth(AuthError::Unknown) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer realm=\"summary-gateway\", error=\"invalid_token\"",
-                    ),
+                    HeaderValue::from_static("Bearer realm=\"summary-gateway\", error=\"invalid_token\""),
                 );
             }
             _ => {}
         }
-        response
-            .extensions_mut()
-            .insert(Arc::new(self.to_problem()));
+        response.extensions_mut().insert(Arc::new(self.to_problem()));
         response
     }
 }

@@ -26,8 +26,7 @@ use super::redact::QueryCredential;
 use crate::error::{ApiError, AuthError};
 
 /// A per-key GCRA limiter that reports remaining capacity.
-pub type KeyLimiter =
-    RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+pub type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// An authenticated caller (one API key).
 pub struct Caller {
@@ -93,11 +92,7 @@ impl Keys {
         let header = req.headers().get(header::AUTHORIZATION).map(|v| {
             let v = v.as_bytes();
             // "Bearer" is case-insensitive (RFC 6750 / RFC 9110 auth-scheme).
-            if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
-                Some(trim(&v[7..]))
-            } else {
-                None
-            }
+            if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") { Some(trim(&v[7..])) } else { None }
         });
         let presented: &[u8] = match header {
             Some(Some(key)) => key,
@@ -140,10 +135,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            keys: Arc::clone(&self.keys),
-        }
+        AuthService { inner, keys: Arc::clone(&self.keys) }
     }
 }
 

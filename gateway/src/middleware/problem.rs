@@ -35,25 +35,18 @@ pub async fn problem_json(State(ctx): State<ProblemContext>, req: Request, next:
     finish(response, request_id.as_ref(), ctx)
 }
 
-fn finish(
-    mut response: Response,
-    request_id: Option<&HeaderValue>,
-    ctx: ProblemContext,
-) -> Response {
-    let problem = match response.extensions_mut().remove::<Arc<Problem>>() {
-        Some(p) => Arc::unwrap_or_clone(p),
-        None => {
-            if response.headers().get(header::CONTENT_TYPE) == Some(&PROBLEM_JSON) {
-                return response;
-            }
-            from_status(response.status(), ctx)
+fn finish(mut response: Response, request_id: Option<&HeaderValue>, ctx: ProblemContext) -> Response {
+    let mut problem = if let Some(p) = response.extensions_mut().remove::<Arc<Problem>>() {
+        Arc::unwrap_or_clone(p)
+    } else {
+        if response.headers().get(header::CONTENT_TYPE) == Some(&PROBLEM_JSON) {
+            return response;
         }
+        from_status(response.status(), ctx)
     };
-    let mut problem = problem;
-    problem.request_id = request_id
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
+        id.clone_into(&mut problem.request_id);
+    }
     if problem.status >= 500 {
         tracing::error!(
             status = problem.status,
@@ -77,26 +70,15 @@ fn finish(
 /// A problem for an error response that did not come from an `ApiError`.
 fn from_status(status: StatusCode, ctx: ProblemContext) -> Problem {
     let error = match status {
-        StatusCode::NOT_FOUND => {
-            RequestError::NotFound("no such route; see /openapi.json".into()).into()
-        }
+        StatusCode::NOT_FOUND => RequestError::NotFound("no such route; see /openapi.json".into()).into(),
         StatusCode::METHOD_NOT_ALLOWED => RequestError::MethodNotAllowed.into(),
-        StatusCode::PAYLOAD_TOO_LARGE => RequestError::PayloadTooLarge {
-            limit: ctx.max_body_bytes,
-        }
-        .into(),
+        StatusCode::PAYLOAD_TOO_LARGE => RequestError::PayloadTooLarge { limit: ctx.max_body_bytes }.into(),
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ApiError::RequestTimeout,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => RequestError::UnsupportedMediaType.into(),
         StatusCode::BAD_REQUEST => RequestError::Invalid("the request is malformed".into()).into(),
-        s if s.is_server_error() => {
-            ApiError::Internal(format!("unexpected {s} from an inner layer"))
-        }
+        s if s.is_server_error() => ApiError::Internal(format!("unexpected {s} from an inner layer")),
         s => {
-            return Problem::new(
-                s,
-                "error",
-                s.canonical_reason().unwrap_or("error").to_owned(),
-            );
+            return Problem::new(s, "error", s.canonical_reason().unwrap_or("error").to_owned());
         }
     };
     error.to_problem()

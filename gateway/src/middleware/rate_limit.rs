@@ -58,10 +58,9 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let Some(caller) = req.extensions().get::<Arc<Caller>>().cloned() else {
             // Auth always runs first; without a caller there is nothing to key on.
-            return futures::future::ready(Ok(ApiError::Internal(
-                "rate limit without a caller".into(),
+            return futures::future::ready(
+                Ok(ApiError::Internal("rate limit without a caller".into()).into_response()),
             )
-            .into_response()))
             .boxed();
         };
         let burst = caller.rate_limit.burst;
@@ -84,10 +83,8 @@ where
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 tracing::info!(caller = %caller.name, retry_after_secs = secs, "rate limited");
-                let mut response = ApiError::RateLimited {
-                    retry_after: Duration::from_secs(secs.max(1)),
-                }
-                .into_response();
+                let mut response =
+                    ApiError::RateLimited { retry_after: Duration::from_secs(secs.max(1)) }.into_response();
                 let headers = response.headers_mut();
                 headers.insert(LIMIT.clone(), HeaderValue::from(burst));
                 headers.insert(REMAINING.clone(), HeaderValue::from(0));

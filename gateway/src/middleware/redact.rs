@@ -21,16 +21,10 @@ const PARAM: &str = "access_token";
 
 /// Moves `access_token` from the query into [`QueryCredential`].
 pub async fn redact_query_credentials(mut req: Request, next: Next) -> Response {
-    if let Some((credential, uri)) = req
-        .uri()
-        .query()
-        .filter(|q| q.contains(PARAM))
-        .and_then(|q| split(req.uri(), q))
-    {
+    if let Some((credential, uri)) = req.uri().query().filter(|q| q.contains(PARAM)).and_then(|q| split(req.uri(), q)) {
         *req.uri_mut() = uri;
         if let Some(credential) = credential {
-            req.extensions_mut()
-                .insert(QueryCredential(Secret::new(credential)));
+            req.extensions_mut().insert(QueryCredential(Secret::new(credential)));
         }
     }
     next.run(req).await
@@ -62,14 +56,9 @@ mod tests {
 
     #[test]
     fn takes_the_key_out_of_the_uri() {
-        let uri: Uri = "/v1/summaries/sum_1?wait=5&access_token=s%2Fecret&x=1"
-            .parse()
-            .unwrap();
+        let uri: Uri = "/v1/summaries/sum_1?wait=5&access_token=s%2Fecret&x=1".parse().unwrap();
         let (credential, redacted) = split(&uri, uri.query().unwrap()).unwrap();
         assert_eq!(credential.as_deref(), Some("s/ecret"));
-        assert_eq!(
-            redacted.to_string(),
-            "/v1/summaries/sum_1?wait=5&access_token=REDACTED&x=1"
-        );
+        assert_eq!(redacted.to_string(), "/v1/summaries/sum_1?wait=5&access_token=REDACTED&x=1");
     }
 }

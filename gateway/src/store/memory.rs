@@ -18,12 +18,7 @@ struct Entry {
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Entry,
-        _created_at: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _created_at: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
 
@@ -45,12 +40,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(max_entries: u64) -> Self {
-        Self {
-            summaries: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(PerEntryTtl)
-                .build(),
-        }
+        Self { summaries: Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build() }
     }
 }
 
@@ -64,12 +54,7 @@ impl Store for MemoryStore {
         Ok(self.summaries.get(id).map(|e| e.summary))
     }
 
-    async fn put_summary(
-        &self,
-        id: &str,
-        summary: StoredSummary,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put_summary(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<(), StoreError> {
         self.summaries.insert(id.to_owned(), Entry { summary, ttl });
         Ok(())
     }
@@ -89,24 +74,14 @@ mod tests {
     use super::*;
 
     fn summary() -> StoredSummary {
-        StoredSummary {
-            provider: Arc::from("p"),
-            status: Status::Completed,
-            body: Bytes::from_static(b"{}"),
-        }
+        StoredSummary { provider: Arc::from("p"), status: Status::Completed, body: Bytes::from_static(b"{}") }
     }
 
     #[tokio::test]
     async fn entries_expire_after_their_ttl() {
         let store = MemoryStore::new(10);
-        store
-            .put_summary("a", summary(), Duration::from_millis(50))
-            .await
-            .unwrap();
-        store
-            .put_summary("b", summary(), Duration::from_secs(60))
-            .await
-            .unwrap();
+        store.put_summary("a", summary(), Duration::from_millis(50)).await.unwrap();
+        store.put_summary("b", summary(), Duration::from_secs(60)).await.unwrap();
         assert!(store.get_summary("a").await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get_summary("a").await.unwrap().is_none());

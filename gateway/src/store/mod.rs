@@ -42,12 +42,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError>;
 
     /// Stores (or replaces) a summary for `ttl`.
-    async fn put_summary(
-        &self,
-        id: &str,
-        summary: StoredSummary,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    async fn put_summary(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<(), StoreError>;
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -26,19 +26,13 @@ struct Builder {
 
 impl Builder {
     fn title(&mut self, title: String) {
-        self.sections.push(Section {
-            title: Some(title),
-            items: Vec::new(),
-        });
+        self.sections.push(Section { title: Some(title), items: Vec::new() });
     }
 
     fn item(&mut self, item: String) {
         match self.sections.last_mut() {
             Some(section) => section.items.push(item),
-            None => self.sections.push(Section {
-                title: None,
-                items: vec![item],
-            }),
+            None => self.sections.push(Section { title: None, items: vec![item] }),
         }
     }
 
@@ -72,17 +66,10 @@ fn walk(node: NodeRef<'_, Node>, out: &mut Builder) {
                         out.title(text);
                     } else {
                         // Prose paragraph: an item of the current (or an untitled) section.
-                        if out
-                            .sections
-                            .last()
-                            .is_some_and(|s| !s.items.is_empty() || s.title.is_none())
-                        {
+                        if out.sections.last().is_some_and(|s| !s.items.is_empty() || s.title.is_none()) {
                             out.item(text);
                         } else {
-                            out.sections.push(Section {
-                                title: None,
-                                items: vec![text],
-                            });
+                            out.sections.push(Section { title: None, items: vec![text] });
                         }
                     }
                 } else if name == "li" {
@@ -129,8 +116,7 @@ fn collect_text(node: NodeRef<'_, Node>, skip_lists: bool, out: &mut String) {
             Node::Text(t) => out.push_str(t),
             Node::Element(e) => {
                 let name = e.name();
-                if (skip_lists && is_list(name)) || matches!(name, "script" | "style" | "template")
-                {
+                if (skip_lists && is_list(name)) || matches!(name, "script" | "style" | "template") {
                     continue;
                 }
                 if name == "br" {
@@ -169,23 +155,12 @@ mod tests {
 
     #[test]
     fn docs_example_has_three_sections_of_three_items() {
-        let fixture: serde_json::Value =
-            serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap();
+        let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap();
         let html = fixture["data"]["dst"]["summary"].as_str().unwrap();
         let sections = sections_from_html(html);
-        assert_eq!(
-            titles(&sections),
-            [
-                Some("Call Summary"),
-                Some("Key Points"),
-                Some("Follow-Up Actions")
-            ]
-        );
+        assert_eq!(titles(&sections), [Some("Call Summary"), Some("Key Points"), Some("Follow-Up Actions")]);
         assert!(sections.iter().all(|s| s.items.len() == 3), "{sections:?}");
-        assert_eq!(
-            sections[0].items[0],
-            "Kristin Hale was transferred to a human agent regarding a login issue."
-        );
+        assert_eq!(sections[0].items[0], "Kristin Hale was transferred to a human agent regarding a login issue.");
     }
 
     #[test]
@@ -195,38 +170,18 @@ mod tests {
              <li>outer<ul><li>inner</li></ul></li></ul><script>alert(1)</script><p>A closing paragraph.</p>",
         );
         assert_eq!(titles(&sections), [Some("Notes & more")]);
-        assert_eq!(
-            sections[0].items,
-            [
-                "Said \"hi\" loudly then left",
-                "outer",
-                "inner",
-                "A closing paragraph."
-            ]
-        );
+        assert_eq!(sections[0].items, ["Said \"hi\" loudly then left", "outer", "inner", "A closing paragraph."]);
     }
 
     #[test]
     fn plain_text_becomes_items() {
         let sections = sections_from_html("first line\nsecond line");
-        assert_eq!(
-            sections,
-            [Section {
-                title: None,
-                items: vec!["first line".into(), "second line".into()]
-            }]
-        );
+        assert_eq!(sections, [Section { title: None, items: vec!["first line".into(), "second line".into()] }]);
     }
 
     #[test]
     fn prose_only_is_an_untitled_section() {
         let sections = sections_from_html("<p>One.</p><p>Two.</p>");
-        assert_eq!(
-            sections,
-            [Section {
-                title: None,
-                items: vec!["One.".into(), "Two.".into()]
-            }]
-        );
+        assert_eq!(sections, [Section { title: None, items: vec!["One.".into(), "Two.".into()] }]);
     }
 }

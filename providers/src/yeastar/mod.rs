@@ -46,17 +46,12 @@ impl Yeastar {
     /// Kinds a PBX can produce.
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
-    pub fn new(
-        provider: Arc<str>,
-        common: &CommonConfig,
-        config: &YeastarConfig,
-    ) -> Result<Self, String> {
-        let mut base = config.base_url.clone();
+    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &YeastarConfig) -> Result<Self, String> {
+        let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let out =
-            Outbound::new(common, &config.user_agent).map_err(|e| format!("HTTP client: {e}"))?;
+        let out = Outbound::new(common, &config.user_agent).map_err(|e| format!("HTTP client: {e}"))?;
         let tokens = TokenManager::new(
             Arc::clone(&provider),
             &base,
@@ -65,15 +60,8 @@ impl Yeastar {
             config.token_refresh_margin,
         )
         .map_err(|e| format!("base_url: {e}"))?;
-        let summary_url = base
-            .join("openapi/v2.0/cdr/getaisummary")
-            .map_err(|e| format!("base_url: {e}"))?;
-        Ok(Self {
-            provider,
-            out,
-            tokens,
-            summary_url,
-        })
+        let summary_url = base.join("openapi/v2.0/cdr/getaisummary").map_err(|e| format!("base_url: {e}"))?;
+        Ok(Self { provider, out, tokens, summary_url })
     }
 
     /// False once the PBX has rejected the gateway's credentials.
@@ -102,9 +90,7 @@ impl Yeastar {
         };
         if id.is_empty()
             || id.len() > 64
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
             return Err(RequestProblem::Invalid(
                 "conversation.id: a call leg id is 1-64 characters of letters, digits, `-`, `_` and `.`".into(),
@@ -116,9 +102,7 @@ impl Yeastar {
             ));
         }
         if c.extension_id.is_none() {
-            return Err(RequestProblem::Invalid(
-                "conversation.extension_id: required for yeastar (an integer)".into(),
-            ));
+            return Err(RequestProblem::Invalid("conversation.extension_id: required for yeastar (an integer)".into()));
         }
         Ok(())
     }
@@ -126,8 +110,7 @@ impl Yeastar {
     /// Fetches the summary of one call leg and party.
     pub async fn summarize(&self, req: &SummaryRequest) -> Result<Completed, ProviderError> {
         let c = &req.conversation;
-        let (Some(cdr_id), Some(party), Some(ext)) = (c.id.as_deref(), c.party, c.extension_id)
-        else {
+        let (Some(cdr_id), Some(party), Some(ext)) = (c.id.as_deref(), c.party, c.extension_id) else {
             return Err(ProviderError::Rejected {
                 message: "incomplete conversation".into(),
                 vendor: VendorDetail::default(),
@@ -181,14 +164,7 @@ const fn party_param(party: Party) -> &'static str {
 }
 
 fn retry_after(answer: &Answer) -> Option<Duration> {
-    let secs: u64 = answer
-        .headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = answer.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs.clamp(1, 3600)))
 }
 
@@ -201,16 +177,10 @@ pub(crate) struct Envelope {
 
 pub(crate) fn parse_envelope(answer: &Answer) -> Result<Envelope, ProviderError> {
     if answer.status != 200 {
-        return Err(ProviderError::bad_answer(
-            answer.status,
-            &format!("HTTP {}", answer.status),
-        ));
+        return Err(ProviderError::bad_answer(answer.status, &format!("HTTP {}", answer.status)));
     }
     let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&answer.body) else {
-        return Err(ProviderError::bad_answer(
-            answer.status,
-            "something that is not a JSON object",
-        ));
+        return Err(ProviderError::bad_answer(answer.status, "something that is not a JSON object"));
     };
     let errcode = match fields.remove("errcode") {
         Some(Value::Number(n)) => n.as_i64(),
@@ -222,30 +192,22 @@ pub(crate) fn parse_envelope(answer: &Answer) -> Result<Envelope, ProviderError>
         Some(Value::String(s)) => Some(s),
         _ => None,
     };
-    Ok(Envelope {
-        errcode,
-        errmsg,
-        rest: fields,
-    })
+    Ok(Envelope { errcode, errmsg, rest: fields })
 }
 
 /// Maps a non-zero errcode to the gateway's error table.
 pub(crate) fn errcode_error(errcode: i64, errmsg: Option<&str>) -> ProviderError {
     let vendor = VendorDetail::new(Some(200), Some(errcode.into()), errmsg);
-    let rejected = |message: &str| ProviderError::Rejected {
-        message: message.to_owned(),
-        vendor: vendor.clone(),
-    };
+    let rejected = |message: &str| ProviderError::Rejected { message: message.to_owned(), vendor: vendor.clone() };
     match errcode {
         2 => ProviderError::NotReady {
             message: "the PBX is still processing this call's summary".into(),
             retry_after: Duration::from_secs(30),
             vendor,
         },
-        60_001 => ProviderError::NotFound {
-            message: "the PBX has no summary for this call leg and party".into(),
-            vendor,
-        },
+        60_001 => {
+            ProviderError::NotFound { message: "the PBX has no summary for this call leg and party".into(), vendor }
+        }
         60_002 => ProviderError::Unavailable {
             message: "the PBX's request limit is exceeded".into(),
             retry_after: Duration::from_secs(60),
@@ -289,11 +251,7 @@ fn map_summary(asked: Party, rest: &Map<String, Value>) -> Result<Completed, Pro
     // The docs' own example asks with src_ext_id and answers under `dst`: take the
     // asked party's key if present, else whichever is there.
     let asked_key = if asked == Party::Caller { "src" } else { "dst" };
-    let record = data.and_then(|d| {
-        d.get(asked_key)
-            .or_else(|| d.get("src"))
-            .or_else(|| d.get("dst"))
-    });
+    let record = data.and_then(|d| d.get(asked_key).or_else(|| d.get("src")).or_else(|| d.get("dst")));
     let Some(record) = record.filter(|r| !r.is_null()) else {
         return Err(ProviderError::NotFound {
             message: "the PBX answered without a summary for this call leg".into(),
@@ -308,11 +266,8 @@ fn map_summary(asked: Party, rest: &Map<String, Value>) -> Result<Completed, Pro
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let participant = Participant {
-        role: asked.as_str().to_owned(),
-        name: record.name.filter(|n| !n.is_empty()),
-        extension,
-    };
+    let participant =
+        Participant { role: asked.as_str().to_owned(), name: record.name.filter(|n| !n.is_empty()), extension };
     let mut provider_ref = Map::new();
     if let Some(id) = record.id {
         provider_ref.insert("summary_id".into(), id);

@@ -119,6 +119,8 @@ struct SimState {
     records: Vec<SimRecord>,
     stats: SimStats,
     latency: Duration,
+    /// Every access and refresh token handed out, for tests that look for leaks.
+    issued: Vec<String>,
 }
 
 struct Inner {
@@ -154,8 +156,7 @@ impl Drop for RunningSimulator {
 
 /// The records of the fixtures: the docs' example plus `fixtures/records.json`.
 pub fn fixture_records() -> Vec<SimRecord> {
-    let docs: Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json"))
-        .unwrap_or(Value::Null);
+    let docs: Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap_or(Value::Null);
     let mut records = vec![SimRecord {
         cdr_id: "20260513223234-3EE9E".into(),
         party: "src".into(),
@@ -164,10 +165,7 @@ pub fn fixture_records() -> Vec<SimRecord> {
         state: RecordState::Ready,
         summary: docs["data"]["dst"].clone(),
     }];
-    records.extend(
-        serde_json::from_str::<Vec<SimRecord>>(include_str!("fixtures/records.json"))
-            .unwrap_or_default(),
-    );
+    records.extend(serde_json::from_str::<Vec<SimRecord>>(include_str!("fixtures/records.json")).unwrap_or_default());
     records
 }
 
@@ -180,14 +178,12 @@ impl YeastarSimulator {
                 options,
                 state: Mutex::new(SimState {
                     clock_offset: Duration::ZERO,
-                    tokens: Tokens {
-                        access: HashMap::new(),
-                        refresh: HashMap::new(),
-                    },
+                    tokens: Tokens { access: HashMap::new(), refresh: HashMap::new() },
                     consecutive_failures: 0,
                     records: fixture_records(),
                     stats: SimStats::default(),
                     latency,
+                    issued: Vec::new(),
                 }),
             }),
         }
@@ -208,11 +204,7 @@ impl YeastarSimulator {
                 tracing::error!(error = %e, "yeastar simulator stopped");
             }
         });
-        Ok(RunningSimulator {
-            addr,
-            sim: self,
-            task,
-        })
+        Ok(RunningSimulator { addr, sim: self, task })
     }
 
     /// The simulator's HTTP routes.
@@ -232,10 +224,7 @@ impl YeastarSimulator {
 
     fn state(&self) -> MutexGuard<'_, SimState> {
         // A panicking handler must not wedge the simulator for the rest of a test.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Moves the simulator's clock forward (tokens expire on it).
@@ -253,6 +242,11 @@ impl YeastarSimulator {
         self.state().latency = latency;
     }
 
+    /// Every access and refresh token issued so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state().issued.clone()
+    }
+
     /// Adds a summary record.
     pub fn add_record(&self, record: SimRecord) {
         self.state().records.push(record);
@@ -268,12 +262,9 @@ impl SimState {
         let now = self.now();
         let access = uuid::Uuid::new_v4().simple().to_string();
         let refresh = uuid::Uuid::new_v4().simple().to_string();
-        self.tokens
-            .access
-            .insert(access.clone(), now + options.access_ttl);
-        self.tokens
-            .refresh
-            .insert(refresh.clone(), now + options.refresh_ttl);
+        self.tokens.access.insert(access.clone(), now + options.access_ttl);
+        self.tokens.refresh.insert(refresh.clone(), now + options.refresh_ttl);
+        self.issued.extend([access.clone(), refresh.clone()]);
         self.consecutive_failures = 0;
         json!({
             "errcode": 0,
@@ -301,9 +292,7 @@ fn errcode(code: i64, msg: &str) -> Response {
 }
 
 fn has_user_agent(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::USER_AGENT)
-        .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+    headers.get(header::USER_AGENT).is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
 }
 
 fn refuse_without_user_agent(sim: &YeastarSimulator, headers: &HeaderMap) -> Option<Response> {
@@ -314,17 +303,12 @@ fn refuse_without_user_agent(sim: &YeastarSimulator, headers: &HeaderMap) -> Opt
     Some(StatusCode::FORBIDDEN.into_response())
 }
 
-async fn get_token(
-    State(sim): State<YeastarSimulator>,
-    headers: HeaderMap,
-    body: Option<Json<Value>>,
-) -> Response {
+async fn get_token(State(sim): State<YeastarSimulator>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
     if let Some(r) = refuse_without_user_agent(&sim, &headers) {
         return r;
     }
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let (Some(username), Some(password)) = (body["username"].as_str(), body["password"].as_str())
-    else {
+    let (Some(username), Some(password)) = (body["username"].as_str(), body["password"].as_str()) else {
         return errcode(40_002, "PARAMETER ERROR");
     };
     let options = &sim.inner.options;
@@ -340,11 +324,7 @@ async fn get_token(
     Json(state.issue(options)).into_response()
 }
 
-async fn refresh_token(
-    State(sim): State<YeastarSimulator>,
-    headers: HeaderMap,
-    body: Option<Json<Value>>,
-) -> Response {
+async fn refresh_token(State(sim): State<YeastarSimulator>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
     if let Some(r) = refuse_without_user_agent(&sim, &headers) {
         return r;
     }
@@ -401,10 +381,7 @@ async fn get_ai_summary(
     }
     let mut state = sim.state();
     let now = state.now();
-    let valid = q
-        .get("access_token")
-        .and_then(|t| state.tokens.access.get(t))
-        .is_some_and(|expiry| now < *expiry);
+    let valid = q.get("access_token").and_then(|t| state.tokens.access.get(t)).is_some_and(|expiry| now < *expiry);
     if !valid {
         state.stats.expired_token_answers += 1;
         return errcode(10_004, "TOKEN EXPIRED");
@@ -420,18 +397,14 @@ async fn get_ai_summary(
     let Ok(ext) = ext.parse::<u64>() else {
         return errcode(40_001, "PARAMETER FORMAT ERROR");
     };
-    let found = state
-        .records
-        .iter()
-        .find(|r| r.cdr_id == *cdr_id && r.party == party && r.ext_id == ext);
+    let found = state.records.iter().find(|r| r.cdr_id == *cdr_id && r.party == party && r.ext_id == ext);
     match found {
         None => errcode(60_001, "DATA NOT FOUND"),
         Some(r) if r.state == RecordState::Processing => errcode(2, "PROCESSING"),
         Some(r) if r.state == RecordState::AiReceptionist => errcode(60_001, "DATA NOT FOUND"),
         Some(r) => {
             let key = r.answer_key.clone().unwrap_or_else(|| party.to_owned());
-            Json(json!({ "errcode": 0, "errmsg": "SUCCESS", "data": { key: r.summary } }))
-                .into_response()
+            Json(json!({ "errcode": 0, "errmsg": "SUCCESS", "data": { key: r.summary } })).into_response()
         }
     }
 }

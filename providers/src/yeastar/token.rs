@@ -84,11 +84,7 @@ impl TokenManager {
         Ok(Self {
             provider,
             current: RwLock::new(None),
-            gate: Mutex::new(Gate {
-                refresh: None,
-                generation: 0,
-                rejected: None,
-            }),
+            gate: Mutex::new(Gate { refresh: None, generation: 0, rejected: None }),
             client_id,
             client_secret,
             margin,
@@ -161,10 +157,7 @@ impl TokenManager {
             && now < refresh_expires
         {
             let body = json!({ "refresh_token": refresh.expose() });
-            match self
-                .call(out, &self.refresh_token_url, body, &mut gate)
-                .await
-            {
+            match self.call(out, &self.refresh_token_url, body, &mut gate).await {
                 Ok(Renewal::Got(token)) => {
                     tracing::info!(provider = %self.provider, generation = token.generation, "yeastar: access token refreshed");
                     return Ok(token);
@@ -179,16 +172,13 @@ impl TokenManager {
                 }
             }
         }
-        let body =
-            json!({ "username": self.client_id.expose(), "password": self.client_secret.expose() });
+        let body = json!({ "username": self.client_id.expose(), "password": self.client_secret.expose() });
         match self.call(out, &self.get_token_url, body, &mut gate).await? {
             Renewal::Got(token) => {
                 tracing::info!(provider = %self.provider, generation = token.generation, "yeastar: logged in");
                 Ok(token)
             }
-            Renewal::RefreshRefused => {
-                Err(rejected_error(gate.rejected.clone().unwrap_or_default()))
-            }
+            Renewal::RefreshRefused => Err(rejected_error(gate.rejected.clone().unwrap_or_default())),
         }
     }
 
@@ -202,11 +192,7 @@ impl TokenManager {
     ) -> Result<Renewal, ProviderError> {
         let is_login = url == &self.get_token_url;
         let answer = out.send(out.client().post(url.clone()).json(&body)).await?;
-        let Envelope {
-            errcode,
-            errmsg,
-            rest,
-        } = parse_envelope(&answer)?;
+        let Envelope { errcode, errmsg, rest } = parse_envelope(&answer)?;
         if errcode != 0 {
             // -1/-2 are the PBX's own failures, not a verdict on our credentials.
             if matches!(errcode, -1 | -2) {
@@ -215,8 +201,7 @@ impl TokenManager {
             if !is_login {
                 return Ok(Renewal::RefreshRefused);
             }
-            let vendor =
-                VendorDetail::new(Some(answer.status), Some(errcode.into()), errmsg.as_deref());
+            let vendor = VendorDetail::new(Some(answer.status), Some(errcode.into()), errmsg.as_deref());
             tracing::error!(
                 provider = %self.provider,
                 errcode,
@@ -226,15 +211,10 @@ impl TokenManager {
             gate.rejected = Some(vendor.clone());
             return Err(rejected_error(vendor));
         }
-        let parsed: TokenAnswer =
-            serde_json::from_value(serde_json::Value::Object(rest)).map_err(|_| {
-                ProviderError::bad_answer(answer.status, "a token answer of an unexpected shape")
-            })?;
+        let parsed: TokenAnswer = serde_json::from_value(serde_json::Value::Object(rest))
+            .map_err(|_| ProviderError::bad_answer(answer.status, "a token answer of an unexpected shape"))?;
         let Some(access) = parsed.access_token.filter(|t| !t.is_empty()) else {
-            return Err(ProviderError::bad_answer(
-                answer.status,
-                "a token answer without access_token",
-            ));
+            return Err(ProviderError::bad_answer(answer.status, "a token answer without access_token"));
         };
         let now = Instant::now();
         let lifetime = Duration::from_secs(parsed.access_token_expire_time.unwrap_or(1800));
@@ -242,12 +222,8 @@ impl TokenManager {
         let lead = self.margin.min(lifetime / 2);
         gate.generation += 1;
         if let Some(refresh) = parsed.refresh_token.filter(|t| !t.is_empty()) {
-            let refresh_life =
-                Duration::from_secs(parsed.refresh_token_expire_time.unwrap_or(86_400));
-            gate.refresh = Some((
-                Secret::new(refresh),
-                now + refresh_life.saturating_sub(Duration::from_secs(60)),
-            ));
+            let refresh_life = Duration::from_secs(parsed.refresh_token_expire_time.unwrap_or(86_400));
+            gate.refresh = Some((Secret::new(refresh), now + refresh_life.saturating_sub(Duration::from_secs(60))));
         }
         let token = Arc::new(Token {
             access: Secret::new(access),

@@ -1,0 +1,265 @@
+//! The harness: the real gateway on 127.0.0.1:0 against in-process simulators,
+//! or the real binary as a process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway_config::Config;
+use providers::yeastar::simulator::{RunningSimulator, SimOptions, SimRecord, YeastarSimulator};
+use serde_json::{Value, json};
+use summary_gateway::App;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The main test key (all providers).
+pub const KEY: &str = "crm-test-key-0123456789";
+/// A key allowed only on `pbx-other`.
+pub const NARROW_KEY: &str = "narrow-test-key-0123456789";
+/// A key limited to a burst of 2 and then one request per 1000 s.
+pub const TINY_KEY: &str = "tiny-test-key-0123456789";
+
+/// The docs' example: cdr 20260513223234-3EE9E asked for the caller, extension 3202.
+pub fn docs_request() -> Value {
+    json!({"provider": "pbx", "conversation": {"id": "20260513223234-3EE9E", "party": "caller", "extension_id": 3202}})
+}
+
+/// Test configuration. `{sim}` is the simulator's URL; `server` and `pbx` are
+/// extra YAML lines (already indented) under `server:` and `providers.pbx:`.
+pub fn config_yaml(sim: &str, server: &str, pbx: &str) -> String {
+    format!(
+        r"
+server:
+  listen: 127.0.0.1:0
+{server}
+auth:
+  keys:
+    crm:
+      key: {KEY}
+      rate_limit: {{ per_second: 10000, burst: 10000 }}
+    narrow:
+      key: {NARROW_KEY}
+      providers: [pbx-other]
+    tiny:
+      key: {TINY_KEY}
+      rate_limit: {{ per_second: 0.001, burst: 2 }}
+providers:
+  pbx:
+    type: yeastar
+    base_url: {sim}
+    client_id: demo-client-id
+    client_secret: demo-client-secret
+{pbx}
+  pbx-other:
+    type: yeastar
+    base_url: {sim}
+    client_id: demo-client-id
+    client_secret: demo-client-secret
+"
+    )
+}
+
+/// A gateway served in-process, with its Yeastar simulator.
+pub struct TestGateway {
+    pub url: String,
+    pub sim: YeastarSimulator,
+    pub client: reqwest::Client,
+    pub app: Arc<App>,
+    _sim: RunningSimulator,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// What a test varies.
+#[derive(Default)]
+pub struct Setup {
+    pub server: &'static str,
+    pub pbx: String,
+    pub sim: SimOptions,
+    /// Point the providers here instead of at the simulator.
+    pub vendor_url: Option<String>,
+}
+
+pub fn client() -> reqwest::Client {
+    providers::outbound::install_crypto_provider();
+    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Self {
+        let sim = YeastarSimulator::start(setup.sim).await.unwrap();
+        let vendor = setup.vendor_url.unwrap_or_else(|| sim.base_url());
+        let yaml = config_yaml(&vendor, setup.server, &setup.pbx);
+        let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config:\n{e}"));
+        let app = App::new(config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(summary_gateway::run(listener, Arc::clone(&app), async move {
+            let _ = rx.await;
+        }));
+        Self { url, sim: sim.sim.clone(), client: client(), app, _sim: sim, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url)).bearer_auth(KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url)).bearer_auth(KEY)
+    }
+
+    /// POST /v1/summaries with the main key.
+    pub async fn summarize(&self, body: &Value) -> reqwest::Response {
+        self.post("/v1/summaries").json(body).send().await.unwrap()
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(mut self) -> std::io::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A summary record for call leg `cdr` (party src, extension 3202).
+pub fn record(cdr: &str) -> SimRecord {
+    SimRecord {
+        cdr_id: cdr.to_owned(),
+        party: "src".into(),
+        ext_id: 3202,
+        answer_key: None,
+        state: providers::yeastar::simulator::RecordState::Ready,
+        summary: json!({"id": 1, "call_id": cdr, "summary": "<p>Call Summary</p><ul><li>A call.</li></ul>", "created_at": 1_778_682_824, "updated_at": 1_778_682_824, "name": "Agent", "ext_num": "3202"}),
+    }
+}
+
+pub fn body_of(cdr: &str) -> Value {
+    json!({"provider": "pbx", "conversation": {"id": cdr, "party": "caller", "extension_id": 3202}})
+}
+
+/// Asserts a problem+json answer with this status and code, whose `request_id`
+/// matches the `x-request-id` header; returns the body.
+pub async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let headers = response.headers().clone();
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "content type for {code}"
+    );
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(!request_id.is_empty());
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "{field} missing: {body}");
+    }
+    body
+}
+
+/// The real `summary-gateway` binary.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_summary-gateway"))
+}
+
+/// A gateway process with its output captured.
+pub struct GatewayProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl GatewayProcess {
+    /// Starts `summary-gateway serve --config <path>` with JSON logs and waits for it to listen.
+    pub fn spawn(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = binary();
+        cmd.args(["serve", "--config"]).arg(config).env("LOG_FORMAT", "json").env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = Arc::clone(&output);
+            let addr_tx = addr_tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line)
+                        && v["message"] == "listening"
+                        && let Some(addr) = v["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        let _ = addr_tx.send(addr);
+                    }
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }));
+        }
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("the gateway did not start:\n{}", output.lock().unwrap());
+        });
+        Self { child, addr, output, readers }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for the exit and the end of its
+    /// output; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        let mut code = None;
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if code.is_none() {
+            let _ = self.child.kill();
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        code
+    }
+
+    /// Everything it printed so far (all of it after `terminate`).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
