@@ -123,8 +123,18 @@ impl Provider {
         }
     }
 
-    /// Checks the request fits this provider; no vendor call.
+    /// Checks the request fits this provider (kind, conversation shape); no vendor call.
     pub fn validate(&self, req: &SummaryRequest) -> Result<(), RequestProblem> {
+        if !self.kinds().contains(&req.kind) {
+            let kinds: Vec<&str> = self.kinds().iter().map(|k| k.as_str()).collect();
+            return Err(RequestProblem::UnsupportedKind(format!(
+                "provider `{}` ({}) does not produce `{}`; it produces {}",
+                self.name,
+                self.type_name(),
+                req.kind.as_str(),
+                kinds.join(", ")
+            )));
+        }
         match &self.adapter {
             Adapter::Yeastar(_) => Yeastar::validate(req),
         }

@@ -136,6 +136,16 @@ impl TestGateway {
     }
 }
 
+/// Waits (at most 10 s) until `condition` holds: for states a test cannot
+/// await directly, such as a request being in flight at the simulator.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// A summary record for call leg `cdr` (party src, extension 3202).
 pub fn record(cdr: &str) -> SimRecord {
     SimRecord {

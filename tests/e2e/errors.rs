@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use providers::yeastar::simulator::SimOptions;
 
-use crate::common::{Setup, TestGateway, body_of, docs_request, expect_problem};
+use crate::common::{Setup, TestGateway, body_of, docs_request, eventually, expect_problem};
 
 #[tokio::test]
 async fn malformed_or_misshapen_requests_are_400_invalid_request() {
@@ -160,7 +160,8 @@ async fn a_slow_vendor_is_504_a_busy_one_503_overloaded_and_a_dead_one_503() {
         let request = gw.post("/v1/summaries").json(&body_of("20260513223234-3EE9E-slow"));
         async move { request.send().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = gw.sim.stats().summary_calls;
+    eventually("the slow call to reach the PBX", || gw.sim.stats().summary_calls > calls).await;
     // The single slot is taken by the slow call: the next one is shed.
     let shed = gw.summarize(&body_of("20260513223234-3EE9F")).await;
     assert!(shed.headers().contains_key("retry-after"));

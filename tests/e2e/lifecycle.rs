@@ -6,7 +6,7 @@ use std::time::Duration;
 use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
 use serde_json::Value;
 
-use crate::common::{GatewayProcess, KEY, TestGateway, client, docs_request, expect_problem};
+use crate::common::{GatewayProcess, KEY, TestGateway, client, docs_request, eventually, expect_problem};
 
 #[tokio::test]
 async fn probes_answer_and_request_ids_are_echoed() {
@@ -38,10 +38,10 @@ async fn shutdown_drains_in_flight_requests_and_readyz_turns_503() {
         let request = gw.post("/v1/summaries").json(&docs_request());
         async move { request.send().await.unwrap().status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually("the request to reach the PBX", || gw.sim.stats().summary_calls == 2).await;
     gw.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(gw.app.draining.load(std::sync::atomic::Ordering::Relaxed));
+    let app = std::sync::Arc::clone(&gw.app);
+    eventually("draining", || app.draining.load(std::sync::atomic::Ordering::Relaxed)).await;
     assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request finished");
     gw.join().await.unwrap();
 }
@@ -66,7 +66,7 @@ async fn sigterm_lets_the_binary_finish_its_requests_and_exit_0() {
             tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("all five requests to reach the PBX", || sim.sim.stats().summary_calls == 5).await;
     let code = tokio::task::spawn_blocking(move || (gw.terminate(), gw)).await.unwrap();
     for request in in_flight {
         // The call legs are unknown to the PBX: 404, but answered, not cut.

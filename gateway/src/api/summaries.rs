@@ -90,16 +90,6 @@ pub async fn create_summary(
             ))
         })?,
     };
-    if !provider.kinds().contains(&kind) {
-        return Err(RequestError::UnsupportedKind(format!(
-            "provider `{}` ({}) does not produce `{}`; it produces {}",
-            provider.name(),
-            provider.type_name(),
-            kind.as_str(),
-            provider.kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
-        ))
-        .into());
-    }
     let language = match body.language.as_deref() {
         None => None,
         Some(tag) => Some(

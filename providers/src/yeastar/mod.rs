@@ -69,14 +69,9 @@ impl Yeastar {
         !self.tokens.is_rejected()
     }
 
-    /// Checks a request fits this vendor before any call.
+    /// Checks a request's conversation fits this vendor before any call
+    /// (the kind is checked by [`crate::Provider::validate`]).
     pub fn validate(req: &SummaryRequest) -> Result<(), RequestProblem> {
-        if req.kind != Kind::Summary {
-            return Err(RequestProblem::UnsupportedKind(format!(
-                "yeastar providers produce only `summary`, not `{}`",
-                req.kind.as_str()
-            )));
-        }
         let c = &req.conversation;
         if c.text.is_some() {
             return Err(RequestProblem::Invalid(

@@ -25,9 +25,12 @@ fn docs_request() -> SummaryRequest {
 }
 
 fn adapter(sim: &RunningSimulator, secret: &str) -> Yeastar {
+    adapter_at(&sim.base_url(), secret, "5s")
+}
+
+fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
     let yaml = format!(
-        "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {}\n    client_id: demo-client-id\n    client_secret: {secret}\n    timeout: 5s\n",
-        sim.base_url()
+        "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {base_url}\n    client_id: demo-client-id\n    client_secret: {secret}\n    timeout: {timeout}\n"
     );
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
@@ -145,13 +148,13 @@ async fn vendor_states_map_to_errors() {
 #[tokio::test]
 async fn a_dead_vendor_is_unavailable_and_a_slow_one_times_out() {
     let sim = YeastarSimulator::start(SimOptions::default()).await.unwrap();
-    let y = adapter(&sim, "demo-client-secret");
+    let y = adapter_at(&sim.base_url(), "demo-client-secret", "1s");
     y.summarize(&docs_request()).await.unwrap();
     sim.sim.set_latency(Duration::from_secs(30));
     let slow = tokio::time::timeout(Duration::from_secs(20), y.summarize(&docs_request())).await.unwrap();
     assert!(matches!(slow, Err(ProviderError::Timeout { .. })), "{slow:?}");
-    drop(sim);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let down = y.summarize(&docs_request()).await.unwrap_err();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = adapter_at(&format!("http://{closed}"), "demo-client-secret", "1s");
+    let down = dead.summarize(&docs_request()).await.unwrap_err();
     assert!(matches!(down, ProviderError::Unavailable { .. }), "{down:?}");
 }
