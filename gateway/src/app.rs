@@ -11,7 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use gateway_config::Config;
+use gateway_config::{Config, ServerConfig};
 use providers::Provider;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -106,8 +106,11 @@ pub fn router(app: &Arc<App>) -> Router {
         )
     });
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
+    with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server)
+}
 
-    let server = &app.config.server;
+/// Layers 1-9 of the table above around `routes`: everything every route gets.
+pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
     let stack = ServiceBuilder::new()
         // 1-2. Request id in and out.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -140,7 +143,6 @@ pub fn router(app: &Arc<App>) -> Router {
         .layer(RequestBodyLimitLayer::new(server.max_body_bytes));
 
     routes
-        .with_state(Arc::clone(app))
         // The body limit is enforced by layer 9; axum's own default (2 MB) would conflict.
         .layer(DefaultBodyLimit::disable())
         .layer(stack)
@@ -154,4 +156,32 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "unknown panic".to_owned());
     ApiError::Internal(format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_500_problem_with_the_request_id() {
+        async fn boom() -> &'static str {
+            panic!("secret internals")
+        }
+        let router = with_edge_layers(Router::new().route("/boom", get(boom)), &ServerConfig::default());
+        let request = Request::get("/boom").header("x-request-id", "r-1").body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(response.headers()["x-request-id"], "r-1");
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_bytes(response.into_body(), 4096).await.unwrap()).unwrap();
+        assert_eq!(body["code"], "internal");
+        assert_eq!(body["request_id"], "r-1");
+        assert!(!body.to_string().contains("secret internals"), "{body}");
+    }
 }

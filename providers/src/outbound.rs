@@ -154,3 +154,25 @@ pub fn quota(limit: &RateLimit) -> Quota {
     let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
 }
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    #[test]
+    fn quotas_follow_the_configured_rate_and_burst() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(&RateLimit { per_second: 0.5, burst: 2 }), clock.clone());
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_ok());
+        let refused = limiter.check().unwrap_err();
+        assert_eq!(refused.wait_time_from(governor::clock::Clock::now(&clock)), Duration::from_secs(2));
+        clock.advance(Duration::from_millis(1999));
+        assert!(limiter.check().is_err());
+        clock.advance(Duration::from_millis(1));
+        assert!(limiter.check().is_ok(), "one request every 2 s at 0.5/s");
+        assert!(limiter.check().is_err());
+    }
+}

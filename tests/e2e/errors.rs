@@ -180,3 +180,15 @@ async fn a_slow_vendor_is_504_a_busy_one_503_overloaded_and_a_dead_one_503() {
     let down = expect_problem(dead.summarize(&docs_request()).await, 503, "provider_unavailable").await;
     assert_eq!(down["provider"], "pbx");
 }
+
+#[tokio::test]
+async fn a_request_outliving_the_server_timeout_is_504() {
+    let gw = TestGateway::start_with(Setup {
+        server: "  request_timeout: 300ms",
+        pbx: "    timeout: 10s".into(),
+        ..Setup::default()
+    })
+    .await;
+    gw.sim.set_latency(Duration::from_secs(2));
+    expect_problem(gw.summarize(&docs_request()).await, 504, "provider_timeout").await;
+}
