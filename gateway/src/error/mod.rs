@@ -71,7 +71,9 @@ impl ApiError {
                 RequestError::UnknownProvider(_)
                 | RequestError::UnsupportedKind(_)
                 | RequestError::TextTooShort(_)
+                | RequestError::QuestionTooLong(_)
                 | RequestError::InvalidCallbackUrl(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                RequestError::QuestionLimitReached(_) => StatusCode::CONFLICT,
                 RequestError::NotFound(_) => StatusCode::NOT_FOUND,
                 RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             },
@@ -101,6 +103,8 @@ impl ApiError {
                 RequestError::UnknownProvider(_) => "unknown_provider",
                 RequestError::UnsupportedKind(_) => "unsupported_kind",
                 RequestError::TextTooShort(_) => "text_too_short",
+                RequestError::QuestionTooLong(_) => "question_too_long",
+                RequestError::QuestionLimitReached(_) => "question_limit_reached",
                 RequestError::InvalidCallbackUrl(_) => "invalid_callback_url",
                 RequestError::NotFound(_) => "not_found",
                 RequestError::MethodNotAllowed => "method_not_allowed",
@@ -235,5 +239,59 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(Arc::new(self.to_problem()));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use providers::VendorDetail;
+
+    use super::*;
+
+    /// API.md's error table, row by row.
+    #[test]
+    fn every_row_of_the_error_table_has_a_typed_error() {
+        let vendor = VendorDetail::default;
+        let provider = |source| ApiError::provider(&Arc::from("p"), source);
+        let s = |m: &str| m.to_owned();
+        let d = Duration::from_secs(1);
+        let table: Vec<(ApiError, u16, &str)> = vec![
+            (RequestError::Invalid(s("x")).into(), 400, "invalid_request"),
+            (AuthError::Missing.into(), 401, "unauthorized"),
+            (AuthError::Unknown.into(), 401, "unauthorized"),
+            (AuthError::Forbidden { provider: s("p") }.into(), 403, "forbidden"),
+            (RequestError::NotFound(s("x")).into(), 404, "not_found"),
+            (provider(ProviderError::NotFound { message: s("x"), vendor: vendor() }), 404, "not_found"),
+            (
+                provider(ProviderError::NotReady { message: s("x"), retry_after: d, vendor: vendor() }),
+                409,
+                "conversation_not_ready",
+            ),
+            (RequestError::QuestionLimitReached(s("x")).into(), 409, "question_limit_reached"),
+            (RequestError::PayloadTooLarge { limit: 1 }.into(), 413, "payload_too_large"),
+            (RequestError::UnsupportedMediaType.into(), 415, "unsupported_media_type"),
+            (RequestError::TextTooShort(s("x")).into(), 422, "text_too_short"),
+            (RequestError::QuestionTooLong(s("x")).into(), 422, "question_too_long"),
+            (RequestError::UnsupportedKind(s("x")).into(), 422, "unsupported_kind"),
+            (RequestError::UnknownProvider(s("x")).into(), 422, "unknown_provider"),
+            (RequestError::InvalidCallbackUrl(s("x")).into(), 422, "invalid_callback_url"),
+            (ApiError::RateLimited { retry_after: d }, 429, "rate_limited"),
+            (provider(ProviderError::Rejected { message: s("x"), vendor: vendor() }), 502, "provider_error"),
+            (
+                provider(ProviderError::Unavailable { message: s("x"), retry_after: d, vendor: vendor() }),
+                503,
+                "provider_unavailable",
+            ),
+            (provider(ProviderError::Overloaded { retry_after: d }), 503, "overloaded"),
+            (provider(ProviderError::Timeout { after: d }), 504, "provider_timeout"),
+        ];
+        for (error, status, code) in table {
+            assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error:?}");
+            let needs_retry_after =
+                matches!(code, "conversation_not_ready" | "rate_limited" | "provider_unavailable" | "overloaded");
+            assert_eq!(error.retry_after().is_some(), needs_retry_after, "Retry-After of {code}");
+            let problem = error.to_problem();
+            assert_eq!((problem.status, problem.code.as_str()), (status, code));
+        }
     }
 }

@@ -21,6 +21,12 @@ pub enum RequestError {
     /// 422 `text_too_short`.
     #[error("{0}")]
     TextTooShort(String),
+    /// 422 `question_too_long` (questions: over 250 characters).
+    #[error("{0}")]
+    QuestionTooLong(String),
+    /// 409 `question_limit_reached` (questions: the vendor's allowance is spent).
+    #[error("{0}")]
+    QuestionLimitReached(String),
     /// 422 `invalid_callback_url`.
     #[error("callback_url: {0}")]
     InvalidCallbackUrl(String),
