@@ -1,0 +1,112 @@
+//! A process's CPU time and memory, read from `/proc` (Linux only).
+//!
+//! CPU time is `utime + stime` of `/proc/<pid>/stat` (fields 14 and 15, all
+//! threads of the process, exited ones included) in clock ticks; memory is
+//! `VmRSS` (now) and `VmHWM` (peak since start) of `/proc/<pid>/status`.
+
+use std::io;
+use std::time::Duration;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// User + system CPU time, in clock ticks.
+    pub ticks: u64,
+    /// Resident set size now, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size since the process started, KiB.
+    pub hwm_kib: u64,
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100, the Linux default, if that fails).
+pub fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+pub fn sample(pid: u32) -> io::Result<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let ticks = stat_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat")))?;
+    Ok(Sample {
+        ticks,
+        rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
+        hwm_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
+    })
+}
+
+/// The same readings for this process (`/proc/self`).
+pub fn sample_self() -> io::Result<Sample> {
+    sample(std::process::id())
+}
+
+/// CPU time between two samples of the same process.
+pub fn cpu_between(before: Sample, after: Sample, ticks_per_second: u64) -> Duration {
+    ticks_to_time(after.ticks.saturating_sub(before.ticks), ticks_per_second)
+}
+
+/// Clock ticks as time.
+pub fn ticks_to_time(ticks: u64, ticks_per_second: u64) -> Duration {
+    let nanos_per_tick = 1_000_000_000 / ticks_per_second.max(1);
+    Duration::from_nanos(ticks.saturating_mul(nanos_per_tick))
+}
+
+/// `utime + stime` from the text of `/proc/<pid>/stat`.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // Field 2 (comm) is in parentheses and may itself contain spaces and ')':
+    // the fixed fields start after the last ')', with field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `kB` line of `/proc/<pid>/status`, e.g. `VmRSS:` (a tab) `12345 kB`.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| line.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_after_the_command_name() {
+        let stat = "4242 (sg bench) x) S 1 4242 4242 0 -1 4194560 1016 0 0 0 250 75 0 0 20 0 3 0 12345 1 2";
+        assert_eq!(stat_ticks(stat), Some(325));
+        assert_eq!(stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn parses_status_lines() {
+        let status = "Name:\tsg-bench\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(20_480));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(40_960));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn converts_ticks_to_time() {
+        let before = Sample { ticks: 100, ..Sample::default() };
+        let after = Sample { ticks: 350, ..Sample::default() };
+        assert_eq!(cpu_between(before, after, 100), Duration::from_millis(2500));
+        assert_eq!(cpu_between(after, before, 100), Duration::ZERO);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn reads_this_process() {
+        let s = sample_self().unwrap();
+        assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib, "{s:?}");
+    }
+}
