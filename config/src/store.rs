@@ -19,8 +19,9 @@ pub struct StoreConfig {
     /// How long failed results are served from the store.
     #[serde(with = "humantime_serde")]
     pub failure_ttl: Duration,
-    /// Embedded store only: at most this many summaries are kept (least recently used go first).
-    pub max_entries: u64,
+    /// Embedded store only: the summaries kept take at most about this many bytes
+    /// of memory (least recently used go first).
+    pub max_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -29,7 +30,7 @@ impl Default for StoreConfig {
             redis_url: None,
             summary_ttl: Duration::from_secs(12 * 3600),
             failure_ttl: Duration::from_secs(60),
-            max_entries: 100_000,
+            max_bytes: 32 * 1024 * 1024,
         }
     }
 }

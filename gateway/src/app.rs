@@ -16,7 +16,7 @@ use providers::Provider;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -28,6 +28,7 @@ use crate::middleware::auth::{AuthLayer, Keys};
 use crate::middleware::problem::{ProblemContext, problem_json};
 use crate::middleware::rate_limit::RateLimitLayer;
 use crate::middleware::redact::redact_query_credentials;
+use crate::middleware::request_id::MakeId;
 use crate::middleware::trace::RequestSpan;
 use crate::store::{MemoryStore, Store};
 use crate::summaries::Summaries;
@@ -60,7 +61,7 @@ impl App {
             let built = Provider::from_config(provider).map_err(|e| InitError::Provider(name.clone(), e))?;
             providers.insert(name.clone(), Arc::new(built));
         }
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_entries));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_bytes));
         Ok(Arc::new(Self {
             summaries: Summaries::new(store, config.store.summary_ttl),
             keys: Arc::new(Keys::from_config(&config.auth)),
@@ -83,7 +84,7 @@ impl App {
 ///
 /// | # | layer | adds / why here |
 /// |---|---|---|
-/// | 1 | `SetRequestId` | `x-request-id` from the caller or a new UUID, for everything below |
+/// | 1 | `SetRequestId` | `x-request-id` from the caller or a new one (process prefix + counter), for everything below |
 /// | 2 | `PropagateRequestId` | echoes it on every response, early answers included |
 /// | 3 | `SetSensitiveRequestHeaders` | marks `Authorization`/`Cookie` sensitive: never printed |
 /// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; the URI says `REDACTED` — before tracing |
@@ -113,7 +114,7 @@ pub fn router(app: &Arc<App>) -> Router {
 pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
     let stack = ServiceBuilder::new()
         // 1-2. Request id in and out.
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeId::default()))
         .layer(PropagateRequestIdLayer::x_request_id())
         // 3-4. Redaction comes before anything that could log a credential.
         .layer(SetSensitiveRequestHeadersLayer::new([

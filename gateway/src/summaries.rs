@@ -34,18 +34,26 @@ pub struct Summaries {
     summary_ttl: Duration,
 }
 
-/// `sum_` + 32 hex digits of SHA-256 over the request's identity.
+/// `sum_` + 32 hex digits of SHA-256 over the request's identity. Each field is
+/// fed with a tag and its length, so no two different requests hash the same input.
 pub fn summary_id(provider: &str, req: &SummaryRequest) -> String {
+    fn field(h: &mut Sha256, tag: u8, value: Option<&[u8]>) {
+        if let Some(v) = value {
+            h.update([tag]);
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+    }
+    let c = &req.conversation;
     let mut h = Sha256::new();
-    h.update(b"summary-gateway/v1\0");
-    h.update(provider.as_bytes());
-    h.update(b"\0");
-    h.update(req.kind.as_str().as_bytes());
-    h.update(b"\0");
-    h.update(req.language.as_deref().unwrap_or("").as_bytes());
-    h.update(b"\0");
-    // Conversation serializes its fields in a fixed order: a stable encoding.
-    h.update(serde_json::to_vec(&req.conversation).unwrap_or_default());
+    h.update(b"summary-gateway/v1");
+    field(&mut h, b'p', Some(provider.as_bytes()));
+    field(&mut h, b'k', Some(req.kind.as_str().as_bytes()));
+    field(&mut h, b'l', req.language.as_deref().map(str::as_bytes));
+    field(&mut h, b'i', c.id.as_deref().map(str::as_bytes));
+    field(&mut h, b't', c.text.as_deref().map(str::as_bytes));
+    field(&mut h, b'r', c.party.map(|p| p.as_str().as_bytes()));
+    field(&mut h, b'e', c.extension_id.map(u64::to_le_bytes).as_ref().map(<[u8; 8]>::as_slice));
     let digest = h.finalize();
     let mut id = String::with_capacity(36);
     id.push_str("sum_");
@@ -127,7 +135,10 @@ async fn fetch(
     let name: Arc<str> = Arc::from(provider.name());
     let completed = provider.summarize(req).await.map_err(|e| ApiError::provider(&name, e))?;
     let resource = completed_resource(id, provider, req, completed, SystemTime::now(), ttl);
-    let body = Bytes::from(serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let mut json = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Kept for hours in the store: do not keep the serializer's spare capacity too.
+    json.shrink_to_fit();
+    let body = Bytes::from(json);
     let stored = StoredSummary { provider: name, status: Status::Completed, body };
     if let Err(e) = store.put_summary(id, stored.clone(), ttl).await {
         // The caller still gets the summary; only the cache is lost.

@@ -27,21 +27,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::from(RequestError::Invalid(format!("could not read the body: {rejection}"))).into_response()
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Self(value)),
+            // Only a body that fails is parsed again, tracking the path, to explain why.
+            Err(_) => Err(ApiError::from(RequestError::Invalid(explain::<T>(&bytes))).into_response()),
+        }
+    }
+}
+
+/// Why `bytes` is not a `T`, naming the offending field.
+fn explain<T: DeserializeOwned>(bytes: &[u8]) -> String {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => match de.end() {
+            Ok(()) => "the body is not a valid request".to_owned(),
+            Err(e) => format!("malformed JSON: {e}"),
+        },
+        Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let detail = if inner.is_syntax() || inner.is_eof() {
+            if inner.is_syntax() || inner.is_eof() {
                 format!("malformed JSON: {inner}")
             } else if path.is_empty() || path == "." {
                 format!("invalid body: {inner}")
             } else {
                 format!("{path}: {inner}")
-            };
-            ApiError::from(RequestError::Invalid(detail)).into_response()
-        })?;
-        de.end().map_err(|e| ApiError::from(RequestError::Invalid(format!("malformed JSON: {e}"))).into_response())?;
-        Ok(Self(value))
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's own middleware, one layer per file. The order they run in is
 //! written down once, in `app.rs`, where the stack is assembled.
 //!
+//! - [`request_id`]: cheap ids for requests that come without `x-request-id`.
 //! - [`redact`]: moves `?access_token=` out of the URI (before tracing).
 //! - [`trace`]: the request span.
 //! - [`problem`]: writes problem+json for every error response.
@@ -11,4 +12,5 @@ pub mod auth;
 pub mod problem;
 pub mod rate_limit;
 pub mod redact;
+pub mod request_id;
 pub mod trace;

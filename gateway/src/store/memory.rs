@@ -33,14 +33,25 @@ impl Expiry<String, Entry> for PerEntryTtl {
     }
 }
 
-/// In-memory summaries, at most `max_entries` (least recently used go first).
+/// What one entry costs besides its key and body: the cache's own node, the
+/// entry struct and allocator rounding (measured with sg-bench: RSS per entry).
+const ENTRY_OVERHEAD: usize = 512;
+
+/// In-memory summaries taking at most about `max_bytes` (least recently used go first).
 pub struct MemoryStore {
     summaries: Cache<String, Entry>,
 }
 
 impl MemoryStore {
-    pub fn new(max_entries: u64) -> Self {
-        Self { summaries: Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build() }
+    pub fn new(max_bytes: u64) -> Self {
+        let summaries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() + entry.summary.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Self { summaries }
     }
 }
 
@@ -79,12 +90,24 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_their_ttl() {
-        let store = MemoryStore::new(10);
+        let store = MemoryStore::new(1 << 20);
         store.put_summary("a", summary(), Duration::from_millis(50)).await.unwrap();
         store.put_summary("b", summary(), Duration::from_secs(60)).await.unwrap();
         assert!(store.get_summary("a").await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get_summary("a").await.unwrap().is_none());
         assert!(store.get_summary("b").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_in_bytes() {
+        let store = MemoryStore::new(64 * 1024);
+        let big = StoredSummary { body: Bytes::from(vec![b'x'; 4096]), ..summary() };
+        for i in 0..100 {
+            store.put_summary(&format!("k{i}"), big.clone(), Duration::from_secs(60)).await.unwrap();
+        }
+        store.summaries.run_pending_tasks();
+        assert!(store.summaries.weighted_size() <= 64 * 1024, "{}", store.summaries.weighted_size());
+        assert!(store.summaries.entry_count() < 20, "{}", store.summaries.entry_count());
     }
 }

@@ -88,6 +88,12 @@ pub struct SimRecord {
     pub summary: Value,
 }
 
+impl SimRecord {
+    fn key(&self) -> (String, String, u64) {
+        (self.cdr_id.clone(), self.party.clone(), self.ext_id)
+    }
+}
+
 /// What the simulator has seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
@@ -116,7 +122,8 @@ struct SimState {
     clock_offset: Duration,
     tokens: Tokens,
     consecutive_failures: u32,
-    records: Vec<SimRecord>,
+    /// (cdr_id, party, ext_id) → record.
+    records: HashMap<(String, String, u64), SimRecord>,
     stats: SimStats,
     latency: Duration,
     /// Every access and refresh token handed out, for tests that look for leaks.
@@ -180,7 +187,7 @@ impl YeastarSimulator {
                     clock_offset: Duration::ZERO,
                     tokens: Tokens { access: HashMap::new(), refresh: HashMap::new() },
                     consecutive_failures: 0,
-                    records: fixture_records(),
+                    records: fixture_records().into_iter().map(|r| (r.key(), r)).collect(),
                     stats: SimStats::default(),
                     latency,
                     issued: Vec::new(),
@@ -247,9 +254,9 @@ impl YeastarSimulator {
         self.state().issued.clone()
     }
 
-    /// Adds a summary record.
+    /// Adds (or replaces) a summary record.
     pub fn add_record(&self, record: SimRecord) {
-        self.state().records.push(record);
+        self.state().records.insert(record.key(), record);
     }
 }
 
@@ -397,7 +404,7 @@ async fn get_ai_summary(
     let Ok(ext) = ext.parse::<u64>() else {
         return errcode(40_001, "PARAMETER FORMAT ERROR");
     };
-    let found = state.records.iter().find(|r| r.cdr_id == *cdr_id && r.party == party && r.ext_id == ext);
+    let found = state.records.get(&(cdr_id.clone(), party.to_owned(), ext));
     match found {
         None => errcode(60_001, "DATA NOT FOUND"),
         Some(r) if r.state == RecordState::Processing => errcode(2, "PROCESSING"),
