@@ -669,8 +669,9 @@ impl Bench<'_> {
         );
         let _ = writeln!(
             out,
-            "                             → a full store (store.max_entries, default 100,000) would need ≈ {:.0} MB on its own",
-            per_entry * 100_000.0 / 1e6
+            "                             → a full store (store.max_bytes, default 32 MiB weighed as key + body + 1 KiB) holds ≈ {} such summaries ≈ {:.0} MB of RSS",
+            thousands(full_store_entries(memory.summary_bytes)),
+            per_entry * crate::num::to_f64(full_store_entries(memory.summary_bytes)) / 1e6
         );
         print!("{out}");
     }
@@ -757,6 +758,12 @@ impl Bench<'_> {
         }
         all
     }
+}
+
+/// How many summaries of `body` bytes the embedded store keeps at its default
+/// `store.max_bytes` (32 MiB), weighing each as key (36) + body + 1 KiB overhead.
+fn full_store_entries(body: usize) -> u64 {
+    (32 * 1024 * 1024) / (36 + body as u64 + 1024)
 }
 
 #[cfg(test)]
