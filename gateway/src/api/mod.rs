@@ -24,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
+use crate::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,6 +52,38 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("access_token"))),
         );
     }
+}
+
+/// Problems every authenticated route can answer (documentation only: the
+/// errors themselves are `ApiError`s).
+#[derive(utoipa::IntoResponses)]
+pub enum CallerProblems {
+    /// unauthorized: no key or an unknown one (with `WWW-Authenticate: Bearer`).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// rate_limited: the key is over its limit (with `Retry-After` and `RateLimit-*`).
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+}
+
+/// Problems of a request that reaches a vendor.
+#[derive(utoipa::IntoResponses)]
+pub enum VendorProblems {
+    /// not_found: the vendor has no such conversation or summary.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// conversation_not_ready: the vendor is still processing (with `Retry-After`).
+    #[response(status = 409, content_type = "application/problem+json")]
+    NotReady(Problem),
+    /// provider_error: the vendor answered with an error or something unparseable.
+    #[response(status = 502, content_type = "application/problem+json")]
+    ProviderError(Problem),
+    /// provider_unavailable or overloaded (with `Retry-After`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    /// provider_timeout: the vendor did not answer in time.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
 }
 
 /// The open routes and the authenticated `/v1` routes (the latter wrapped in

@@ -8,8 +8,8 @@ use providers::{Input, Kind, ProviderStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::CallerProblems;
 use crate::app::App;
-use crate::error::Problem;
 use crate::middleware::auth::Caller;
 
 /// The providers a key may use.
@@ -41,8 +41,7 @@ pub struct ProviderEntry {
     tag = "providers",
     responses(
         (status = 200, body = ProviderList),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        CallerProblems,
     ),
     security(("bearer" = []), ("access_token" = []))
 )]

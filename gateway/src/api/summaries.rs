@@ -13,6 +13,7 @@ use url::form_urlencoded;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
+use super::{CallerProblems, VendorProblems};
 use crate::app::App;
 use crate::callback::check_callback_url;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
@@ -58,17 +59,12 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
         (status = 200, description = "A final resource (`completed` or `failed`)", body = providers::Summary,
             headers(("Cache-Status" = String, description = "`summary-gateway; hit` or `summary-gateway; fwd=miss` (RFC 9211)"))),
         (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found: the vendor has no such conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conversation_not_ready", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the key may not use this provider", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown_provider, unsupported_kind, text_too_short, invalid_callback_url", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "provider_error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "provider_unavailable, overloaded", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "provider_timeout", body = Problem, content_type = "application/problem+json"),
+        CallerProblems,
+        VendorProblems,
     ),
     security(("bearer" = []), ("access_token" = []))
 )]
@@ -125,10 +121,9 @@ pub async fn create_summary(
     responses(
         (status = 200, description = "The resource", body = providers::Summary),
         (status = 400, description = "invalid_request: not a summary id, or a bad `wait`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the key may not use this summary's provider", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: no such summary", body = Problem, content_type = "application/problem+json"),
+        CallerProblems,
     ),
     security(("bearer" = []), ("access_token" = []))
 )]
