@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use providers::{Conversation, Kind, SummaryRequest};
 use serde::Deserialize;
@@ -150,7 +150,6 @@ pub async fn get_summary(
 
 fn summary_response(stored: &StoredSummary, cache: CacheStatus) -> Response {
     let mut response = Response::new(Body::from(stored.body.clone()));
-    *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, JSON.clone());
     headers.insert("cache-status", if cache == CacheStatus::Hit { HIT.clone() } else { MISS.clone() });

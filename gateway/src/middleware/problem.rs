@@ -47,13 +47,16 @@ fn finish(mut response: Response, request_id: Option<&HeaderValue>, ctx: Problem
     if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
         id.clone_into(&mut problem.request_id);
     }
-    if problem.status >= 500 {
-        tracing::error!(
+    if let Some(cause) = &problem.internal_cause {
+        // A bug of the gateway's own: the cause is logged, never sent.
+        tracing::error!(status = problem.status, code = %problem.code, %cause, "request failed");
+    } else if problem.status >= 500 {
+        // A vendor or the store failed: already mapped, worth a warning.
+        tracing::warn!(
             status = problem.status,
             code = %problem.code,
             provider = problem.provider.as_deref().unwrap_or(""),
             detail = %problem.detail,
-            cause = problem.internal_cause.as_deref().unwrap_or(""),
             "request failed"
         );
     } else {
