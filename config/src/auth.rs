@@ -75,6 +75,14 @@ pub struct KeyConfig {
     pub resolved_webhook_secret: Option<Secret<String>>,
 }
 
+/// The signing key of a Standard Webhooks secret (`whsec_<base64 of 24-64 bytes>`).
+pub fn webhook_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let encoded = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
+}
+
 const fn default_key_rate_limit() -> RateLimit {
     RateLimit { per_second: 50.0, burst: 100 }
 }
@@ -106,6 +114,15 @@ impl KeyConfig {
             env,
             errors,
         );
+        if let Some(secret) = &self.resolved_webhook_secret
+            && webhook_key(secret.expose()).is_none()
+        {
+            errors.push(ConfigError::new(
+                join(path, "webhook_secret"),
+                "must be `whsec_` followed by the base64 of 24 to 64 random bytes (Standard Webhooks), \
+                 e.g. `whsec_$(openssl rand -base64 32)`",
+            ));
+        }
         self.rate_limit.validate(&join(path, "rate_limit"), errors);
         if let Some(allowed) = &self.providers {
             for (i, name) in allowed.iter().enumerate() {

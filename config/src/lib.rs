@@ -36,7 +36,9 @@ use serde_json::Value;
 pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
-pub use crate::providers::{CommonConfig, ProviderConfig, VendorConfig, YeastarConfig};
+pub use crate::providers::{
+    COMMBOX_RETENTION, CommBoxConfig, CommonConfig, ProviderConfig, VendorConfig, YeastarConfig,
+};
 pub use crate::secret::Secret;
 pub use crate::server::ServerConfig;
 pub use crate::store::StoreConfig;
@@ -186,6 +188,7 @@ impl Config {
                 errors.push(ConfigError::new("server.public_url", "must be an http:// or https:// URL"));
             }
         }
+        self.webhooks.validate(errors);
         if self.store.summary_ttl.is_zero() {
             errors.push(ConfigError::new("store.summary_ttl", "must be longer than 0s"));
         }

@@ -47,7 +47,7 @@ fn loads_a_good_config_and_resolves_secrets() {
     assert_eq!(config.auth.keys["ops"].sha256, digest("ops-key"));
     let p = &config.providers["pbx-hq"];
     assert_eq!(p.common.timeout, Duration::from_secs(3));
-    let VendorConfig::Yeastar(y) = &p.vendor;
+    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
     assert_eq!(y.client_secret().expose(), "s3cret");
     // Secrets never print, in Debug or when the config is serialized.
     let dump = format!("{config:?} {}", serde_json::to_string(&config).unwrap());

@@ -32,13 +32,16 @@ use crate::middleware::request_id::MakeId;
 use crate::middleware::trace::RequestSpan;
 use crate::store::{MemoryStore, Store};
 use crate::summaries::Summaries;
+use crate::webhooks::Webhooks;
 
 /// Everything the handlers share.
 pub struct App {
     pub config: Config,
     /// Provider name → provider.
     pub providers: BTreeMap<String, Arc<Provider>>,
-    pub summaries: Summaries,
+    pub summaries: Arc<Summaries>,
+    /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
+    pub webhooks: Arc<Webhooks>,
     pub keys: Arc<Keys>,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
@@ -49,8 +52,10 @@ pub struct App {
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("provider `{0}`: {1}")]
+    #[error("providers.{0}.{1}")]
     Provider(String, String),
+    #[error("{0}")]
+    Webhooks(String),
 }
 
 impl App {
@@ -62,8 +67,12 @@ impl App {
             providers.insert(name.clone(), Arc::new(built));
         }
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_bytes));
+        let summaries = Arc::new(Summaries::new(Arc::clone(&store), &config));
+        let webhooks =
+            Webhooks::new(&config, store, Arc::clone(&summaries.outbox_wake)).map_err(InitError::Webhooks)?;
         Ok(Arc::new(Self {
-            summaries: Summaries::new(store, config.store.summary_ttl),
+            summaries,
+            webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),
             providers,
             draining: AtomicBool::new(false),
@@ -74,6 +83,19 @@ impl App {
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.get(name)
+    }
+
+    /// Starts the background work: the webhook worker, and polling of jobs the
+    /// store holds from before (a shared store). Stops on [`Self::stop_background`].
+    pub fn start_background(self: &Arc<Self>) {
+        tokio::spawn(Arc::clone(&self.webhooks).run(self.summaries.shutdown.clone()));
+        let app = Arc::clone(self);
+        tokio::spawn(async move { app.summaries.resume_jobs(&app.providers).await });
+    }
+
+    /// Stops pollers and the webhook worker, and answers long-polls with the current state.
+    pub fn stop_background(&self) {
+        self.summaries.shutdown.cancel();
     }
 }
 

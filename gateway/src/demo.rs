@@ -4,33 +4,50 @@
 use std::net::SocketAddr;
 
 use gateway_config::Config;
-use providers::yeastar::simulator::{RunningSimulator, SimOptions, YeastarSimulator};
+use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
+use providers::yeastar::simulator::{self as yeastar, YeastarSimulator};
 
 /// The demo's API key. Local use only: it is in the source.
 pub const DEMO_KEY: &str = "demo-key";
 
-/// The demo configuration, with the simulator's address filled in.
-pub fn config(listen: SocketAddr, yeastar_base_url: &str) -> Result<Config, gateway_config::ConfigErrors> {
+/// The simulators the demo runs, stopped when dropped.
+pub struct Simulators {
+    pub yeastar: yeastar::RunningSimulator,
+    pub commbox: commbox::RunningSimulator,
+}
+
+/// The demo configuration, with the simulators' addresses filled in.
+pub fn config(listen: SocketAddr, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
     let yaml = include_str!("../../config/examples/demo.yaml")
         .replace("${LISTEN}", &listen.to_string())
-        .replace("${YEASTAR_URL}", yeastar_base_url);
+        .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
+        .replace("${COMMBOX_URL}", &sims.commbox.base_url());
     Config::from_yaml(&yaml, &gateway_config::process_env)
 }
 
 /// Starts the simulators the demo configuration points at.
-pub async fn start_simulators() -> std::io::Result<RunningSimulator> {
-    YeastarSimulator::start(SimOptions::default()).await
+pub async fn start_simulators() -> std::io::Result<Simulators> {
+    Ok(Simulators {
+        yeastar: YeastarSimulator::start(yeastar::SimOptions::default()).await?,
+        commbox: CommBoxSimulator::start(commbox::SimOptions::default()).await?,
+    })
 }
 
 /// What to print once the demo listens.
 pub fn banner(addr: SocketAddr) -> String {
     format!(
         r#"
-summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar simulator)
+summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar and CommBox simulators)
 
+  # Yeastar (synchronous): a call leg's summary
   curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {DEMO_KEY}' \
        -H 'Content-Type: application/json' \
        -d '{{"provider":"pbx-demo","conversation":{{"id":"20260513223234-3EE9E","party":"caller","extension_id":3202}}}}'
+
+  # CommBox (asynchronous): 202 + Location at once, or hold up to 10 s for the result
+  curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {DEMO_KEY}' \
+       -H 'Content-Type: application/json' -H 'Prefer: wait=10' \
+       -d '{{"provider":"commbox-demo","language":"en","conversation":{{"text":"Agent: Good morning, Acme support. Client: Hi, my March invoice was charged twice and I would like the duplicate refunded. Agent: I see it, I have refunded the duplicate charge."}}}}'
 
   curl -s http://{addr}/v1/providers?access_token={DEMO_KEY}
   curl -s http://{addr}/openapi.json

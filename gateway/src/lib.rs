@@ -6,7 +6,10 @@
 //!   assembled and commented in one place.
 //! - [`middleware`]: the gateway's own layers (redaction, auth, rate limit, problem+json, span).
 //! - [`api`]: handlers and the OpenAPI document generated with them.
-//! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly.
+//! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly, waiting.
+//! - [`jobs`]: polling asynchronous vendor jobs in the background until they end.
+//! - [`waiters`]: long-polls woken by a job's end.
+//! - [`webhooks`]: signed deliveries to callers' `callback_url`s from the outbox.
 //! - [`store`]: the `Store` trait and the embedded in-memory store.
 //! - [`error`]: typed errors → RFC 9457 problem+json.
 //! - [`callback`]: SSRF checks of callers' callback URLs.
@@ -20,10 +23,13 @@ pub mod app;
 pub mod callback;
 pub mod demo;
 pub mod error;
+pub mod jobs;
 pub mod middleware;
 pub mod store;
 pub mod summaries;
 pub mod telemetry;
+pub mod waiters;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,9 +51,12 @@ pub async fn run(
     let drain = app.config.server.drain_timeout;
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let draining = Arc::clone(&app);
+    app.start_background();
     let signal = async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Relaxed);
+        // Long-polls answer with the current state now, so draining does not wait a minute for them.
+        draining.stop_background();
         tracing::info!(drain_timeout = %humantime::format_duration(drain), "shutting down: draining in-flight requests");
         let _ = signalled.send(true);
     };

@@ -53,6 +53,17 @@ enum Simulator {
         #[arg(long, default_value = "demo-client-secret")]
         client_secret: String,
     },
+    /// CommBox AI Conversation Summary (`/ai-services/summary_conversation`).
+    Commbox {
+        #[arg(long, default_value = "127.0.0.1:9002")]
+        listen: SocketAddr,
+        /// The API key it accepts (`Authorization: Bearer`).
+        #[arg(long, default_value = "demo-commbox-token")]
+        token: String,
+        /// Time from submission until a summary is final.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        processing: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +83,9 @@ fn main() -> ExitCode {
             Command::Demo { listen } => run_demo(listen).await,
             Command::Simulate { vendor: Simulator::Yeastar { listen, client_id, client_secret } } => {
                 simulate_yeastar(listen, client_id, client_secret).await
+            }
+            Command::Simulate { vendor: Simulator::Commbox { listen, token, processing } } => {
+                simulate_commbox(listen, token, processing).await
             }
         }
     })
@@ -94,6 +108,18 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
 fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            // What only the adapters can check (a vendor's languages, header-safe tokens).
+            let mut problems = 0;
+            for (name, provider) in &config.providers {
+                if let Err(e) = providers::Provider::from_config(provider) {
+                    eprintln!("providers.{name}.{e}");
+                    problems += 1;
+                }
+            }
+            if problems > 0 {
+                eprintln!("summary-gateway: {problems} problem(s)");
+                return ExitCode::from(2);
+            }
             if print {
                 println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
             }
@@ -146,11 +172,11 @@ async fn run_demo(listen: SocketAddr) -> ExitCode {
     let sim = match demo::start_simulators().await {
         Ok(sim) => sim,
         Err(e) => {
-            eprintln!("summary-gateway: cannot start the simulator: {e}");
+            eprintln!("summary-gateway: cannot start the simulators: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let config = match demo::config(listen, &sim.base_url()) {
+    let config = match demo::config(listen, &sim) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("summary-gateway: the demo configuration is invalid:\n{errors}");
@@ -160,6 +186,29 @@ async fn run_demo(listen: SocketAddr) -> ExitCode {
     let code = serve_config(config, Some(demo::banner)).await;
     drop(sim);
     code
+}
+
+async fn simulate_commbox(listen: SocketAddr, token: String, processing: std::time::Duration) -> ExitCode {
+    use providers::commbox::simulator::{CommBoxSimulator, SimOptions};
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("summary-gateway: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sim = CommBoxSimulator::new(SimOptions { token, processing, ..SimOptions::default() });
+    match sim.serve_on(listener) {
+        Ok(running) => {
+            tracing::info!(addr = %running.addr, "commbox simulator listening");
+            shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("summary-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn simulate_yeastar(listen: SocketAddr, client_id: String, client_secret: String) -> ExitCode {

@@ -12,11 +12,16 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use providers::{Completed, Provider, Status, Summary, SummaryRequest};
+use gateway_config::Config;
+use providers::{Completed, Provider, Started, Status, Summary, SummaryRequest};
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::error::ApiError;
-use crate::store::{Store, StoredSummary};
+use crate::store::{CallbackTarget, Job, Store, StoredSummary, unix_ms};
+use crate::waiters::Waiters;
 
 /// Whether an answer came from the store (`Cache-Status: summary-gateway; hit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +32,26 @@ pub enum CacheStatus {
 
 type Flight = Shared<BoxFuture<'static, Result<StoredSummary, ApiError>>>;
 
-/// The summary service shared by all handlers.
+/// How long a pending resource outlives its job's deadline in the store, so a
+/// job whose poller vanished is eventually forgotten rather than pending forever.
+const PENDING_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// The summary service shared by all handlers and background tasks.
 pub struct Summaries {
-    store: Arc<dyn Store>,
-    inflight: Arc<Mutex<HashMap<String, Flight>>>,
-    summary_ttl: Duration,
+    pub(crate) store: Arc<dyn Store>,
+    inflight: Mutex<HashMap<String, Flight>>,
+    pub(crate) summary_ttl: Duration,
+    pub(crate) failure_ttl: Duration,
+    /// Requests waiting for a pending summary.
+    pub waiters: Waiters,
+    /// Jobs this process polls, with the handle that makes it poll at once (vendor callbacks).
+    pub(crate) pollers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Wakes the webhook worker when deliveries were queued.
+    pub(crate) outbox_wake: Arc<Notify>,
+    /// `server.public_url`, for vendor callback URLs.
+    public_url: Option<Url>,
+    /// Cancelled on shutdown: pollers stop, waits answer with the current state.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// `sum_` + 32 hex digits of SHA-256 over the request's identity. Each field is
@@ -67,8 +87,18 @@ pub fn is_summary_id(s: &str) -> bool {
 }
 
 impl Summaries {
-    pub fn new(store: Arc<dyn Store>, summary_ttl: Duration) -> Self {
-        Self { store, inflight: Arc::new(Mutex::new(HashMap::new())), summary_ttl }
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+        Self {
+            store,
+            inflight: Mutex::new(HashMap::new()),
+            summary_ttl: config.store.summary_ttl,
+            failure_ttl: config.store.failure_ttl,
+            waiters: Waiters::default(),
+            pollers: Mutex::new(HashMap::new()),
+            outbox_wake: Arc::new(Notify::new()),
+            public_url: config.server.public_url.clone(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -80,71 +110,181 @@ impl Summaries {
         Ok(self.store.get_summary(id).await?)
     }
 
-    /// The summary for this request: from the store, or from the vendor once.
+    /// The summary for this request: from the store, or started at the vendor
+    /// once however many identical requests arrive. A pending summary gets the
+    /// caller's `callback` added to its job.
+    /// `id` is [`summary_id`] of the request.
     pub async fn get_or_create(
-        &self,
+        self: &Arc<Self>,
+        provider: &Arc<Provider>,
+        id: &str,
+        req: SummaryRequest,
+        callback: Option<CallbackTarget>,
+    ) -> Result<(StoredSummary, CacheStatus), ApiError> {
+        let (stored, cache) = match self.store.get_summary(id).await? {
+            Some(hit) => (hit, CacheStatus::Hit),
+            None => (self.flight(id, provider, req).await?, CacheStatus::Miss),
+        };
+        if stored.status == Status::Pending
+            && let Some(target) = callback
+            && !self.store.add_callback(id, target).await?
+        {
+            // The job ended between our read and the registration: the final
+            // summary is in the store, and this caller gets it in the response.
+            if let Some(now) = self.store.get_summary(id).await? {
+                return Ok((now, cache));
+            }
+        }
+        Ok((stored, cache))
+    }
+
+    /// Holds a pending summary until it is final, `wait` passes or the gateway
+    /// shuts down; then answers with the summary as it is.
+    pub async fn wait_final(&self, id: &str, stored: StoredSummary, wait: Duration) -> Result<StoredSummary, ApiError> {
+        if stored.status != Status::Pending || wait.is_zero() {
+            return Ok(stored);
+        }
+        let mut subscription = self.waiters.subscribe(id);
+        // Read again after subscribing: it may have ended in between.
+        let current = self.store.get_summary(id).await?.unwrap_or(stored);
+        if current.status != Status::Pending {
+            return Ok(current);
+        }
+        tokio::select! {
+            published = tokio::time::timeout(wait, subscription.published()) => {
+                if let Ok(Some(done)) = published {
+                    return Ok(done);
+                }
+            }
+            () = self.shutdown.cancelled() => {}
+        }
+        drop(subscription);
+        Ok(self.store.get_summary(id).await?.unwrap_or(current))
+    }
+
+    /// One vendor start per id in this process; the others join it.
+    async fn flight(
+        self: &Arc<Self>,
+        id: &str,
         provider: &Arc<Provider>,
         req: SummaryRequest,
-    ) -> Result<(StoredSummary, CacheStatus), ApiError> {
-        let id = summary_id(provider.name(), &req);
-        if let Some(hit) = self.store.get_summary(&id).await? {
-            return Ok((hit, CacheStatus::Hit));
-        }
+    ) -> Result<StoredSummary, ApiError> {
         let flight = {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(flight) = inflight.get(&id) {
+            if let Some(flight) = inflight.get(id) {
                 flight.clone()
             } else {
-                let flight = self.start_flight(id.clone(), Arc::clone(provider), req);
-                inflight.insert(id, flight.clone());
+                let flight = self.start_flight(id.to_owned(), Arc::clone(provider), req);
+                inflight.insert(id.to_owned(), flight.clone());
                 flight
             }
         };
-        flight.await.map(|s| (s, CacheStatus::Miss))
+        flight.await
     }
 
     /// Runs the vendor call in its own task, so a caller that goes away does not
     /// cancel it for the others waiting on the same flight.
-    fn start_flight(&self, id: String, provider: Arc<Provider>, req: SummaryRequest) -> Flight {
-        let store = Arc::clone(&self.store);
-        let inflight = Arc::clone(&self.inflight);
-        let ttl = self.summary_ttl;
+    fn start_flight(self: &Arc<Self>, id: String, provider: Arc<Provider>, req: SummaryRequest) -> Flight {
+        let this = Arc::clone(self);
         let task = tokio::spawn(async move {
             // Another flight may have stored it between our store miss and taking the
             // in-flight lock: look once more before calling the vendor.
-            let result = match store.get_summary(&id).await {
+            let result = match this.store.get_summary(&id).await {
                 Ok(Some(hit)) => Ok(hit),
-                _ => fetch(&*store, &id, &provider, &req, ttl).await,
+                _ => this.start(&id, &provider, req).await,
             };
-            inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            this.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             result
         });
         async move { task.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("summary task failed: {e}")))) }
             .boxed()
             .shared()
     }
+
+    /// Starts the summary at the vendor: stores a synchronous result, or records
+    /// the vendor's job with its pending resource and starts polling it.
+    async fn start(
+        self: &Arc<Self>,
+        id: &str,
+        provider: &Arc<Provider>,
+        req: SummaryRequest,
+    ) -> Result<StoredSummary, ApiError> {
+        let name: Arc<str> = Arc::from(provider.name());
+        let callback = self.vendor_callback_url(provider, id);
+        let started = provider.start(&req, callback.as_ref()).await.map_err(|e| ApiError::provider(&name, e))?;
+        let now = SystemTime::now();
+        match started {
+            Started::Done(completed) => {
+                let resource = completed_resource(id, provider, &req, completed, now, self.summary_ttl);
+                let stored = stored(&name, &resource)?;
+                if let Err(e) = self.store.put_summary(id, stored.clone(), self.summary_ttl).await {
+                    // The caller still gets the summary; only the cache is lost.
+                    tracing::warn!(error = %e, summary_id = id, "could not store a completed summary");
+                }
+                Ok(stored)
+            }
+            Started::Job(vendor_ref) => {
+                let policy = provider.job_policy().ok_or_else(|| {
+                    ApiError::Internal(format!("provider `{name}` answered with a job but has no job policy"))
+                })?;
+                let resource = pending_resource(id, provider, &req, now);
+                let stored = stored(&name, &resource)?;
+                let job = Job {
+                    id: id.to_owned(),
+                    provider: name.to_string(),
+                    request: req,
+                    vendor_ref,
+                    created_at_ms: unix_ms(now),
+                    deadline_ms: unix_ms(now + policy.job_timeout),
+                    callbacks: Vec::new(),
+                };
+                self.store.create_job(job.clone(), stored.clone(), policy.job_timeout + PENDING_GRACE).await?;
+                tracing::info!(summary_id = id, provider = %name, "job started at the vendor");
+                self.spawn_poller(job, Arc::clone(provider));
+                Ok(stored)
+            }
+        }
+    }
+
+    /// `{public_url}/callbacks/{provider}/{token}?id={summary id}` for vendors that
+    /// call back, when the gateway is reachable and the provider has a token.
+    fn vendor_callback_url(&self, provider: &Provider, id: &str) -> Option<Url> {
+        let base = self.public_url.as_ref()?;
+        let token = provider.callback_token()?;
+        let mut url = base.clone();
+        url.path_segments_mut().ok()?.pop_if_empty().extend(["callbacks", provider.name(), token.expose()]);
+        url.query_pairs_mut().append_pair("id", id);
+        Some(url)
+    }
 }
 
-async fn fetch(
-    store: &dyn Store,
-    id: &str,
-    provider: &Arc<Provider>,
-    req: &SummaryRequest,
-    ttl: Duration,
-) -> Result<StoredSummary, ApiError> {
-    let name: Arc<str> = Arc::from(provider.name());
-    let completed = provider.summarize(req).await.map_err(|e| ApiError::provider(&name, e))?;
-    let resource = completed_resource(id, provider, req, completed, SystemTime::now(), ttl);
-    let mut json = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
+/// A resource serialized once, for the store and every answer.
+pub(crate) fn stored(provider: &Arc<str>, resource: &Summary) -> Result<StoredSummary, ApiError> {
+    let mut json = serde_json::to_vec(resource).map_err(|e| ApiError::Internal(e.to_string()))?;
     // Kept for hours in the store: do not keep the serializer's spare capacity too.
     json.shrink_to_fit();
-    let body = Bytes::from(json);
-    let stored = StoredSummary { provider: name, status: Status::Completed, body };
-    if let Err(e) = store.put_summary(id, stored.clone(), ttl).await {
-        // The caller still gets the summary; only the cache is lost.
-        tracing::warn!(error = %e, summary_id = id, "could not store a completed summary");
+    Ok(StoredSummary { provider: Arc::clone(provider), status: resource.status, body: Bytes::from(json) })
+}
+
+/// The resource of a job still running at the vendor.
+pub fn pending_resource(id: &str, provider: &Provider, req: &SummaryRequest, now: SystemTime) -> Summary {
+    Summary {
+        id: id.to_owned(),
+        status: Status::Pending,
+        provider: provider.name().to_owned(),
+        provider_type: provider.type_name().to_owned(),
+        kind: req.kind,
+        language: req.language.clone(),
+        conversation: req.conversation.clone(),
+        content: None,
+        data: None,
+        participants: Vec::new(),
+        provider_ref: None,
+        created_at: rfc3339(now),
+        updated_at: rfc3339(now),
+        expires_at: None,
+        error: None,
     }
-    Ok(stored)
 }
 
 /// The canonical resource of a completed vendor result.

@@ -5,19 +5,20 @@
 //! concrete async methods.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use gateway_config::{ProviderConfig, VendorConfig};
-use serde::Serialize;
+use gateway_config::{ProviderConfig, Secret, VendorConfig};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::canonical::{Content, Conversation, Kind, Participant};
-use crate::error::{ProviderError, RequestProblem};
+use crate::commbox::CommBox;
+use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::yeastar::Yeastar;
 
 /// What the caller asked for, validated against the API's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SummaryRequest {
     pub kind: Kind,
     /// BCP 47 tag, if the caller gave one.
@@ -35,6 +36,44 @@ pub struct Completed {
     /// When the vendor made it, if it says.
     pub created_at: Option<SystemTime>,
     pub updated_at: Option<SystemTime>,
+}
+
+/// What starting a summary gave.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "returned once per vendor call and consumed at once, never stored")]
+pub enum Started {
+    /// The result (synchronous vendors).
+    Done(Completed),
+    /// A job at the vendor, known by this reference (CommBox's `action_id`), to poll.
+    Job(String),
+}
+
+/// Where a vendor job is.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "returned once per vendor call and consumed at once, never stored")]
+pub enum Polled {
+    Pending,
+    Completed(Completed),
+    /// The vendor gave up on it (a final state, not a transport error).
+    Failed(JobFailure),
+}
+
+/// Why the vendor says a job failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    pub message: String,
+    pub vendor: VendorDetail,
+}
+
+/// How the gateway runs an asynchronous provider's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPolicy {
+    /// Mean time between polls (each wait is drawn from [2/3, 5/3] of it).
+    pub poll_interval: Duration,
+    /// Longest wait between polls while the vendor keeps failing.
+    pub poll_backoff_max: Duration,
+    /// Give up (`failed` / `provider_timeout`) this long after submission.
+    pub job_timeout: Duration,
 }
 
 /// What a provider takes as input.
@@ -62,7 +101,9 @@ pub struct Provider {
     adapter: Adapter,
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per configured provider, built once and shared behind an Arc")]
 enum Adapter {
+    CommBox(CommBox),
     Yeastar(Yeastar),
 }
 
@@ -71,6 +112,7 @@ impl Provider {
     pub fn from_config(config: &ProviderConfig) -> Result<Self, String> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let adapter = match &config.vendor {
+            VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c)?),
             VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y)?),
         };
         Ok(Self { name, adapter })
@@ -83,6 +125,7 @@ impl Provider {
     /// The provider's `type`.
     pub const fn type_name(&self) -> &'static str {
         match self.adapter {
+            Adapter::CommBox(_) => "commbox",
             Adapter::Yeastar(_) => "yeastar",
         }
     }
@@ -90,12 +133,14 @@ impl Provider {
     /// The kinds it can produce.
     pub const fn kinds(&self) -> &'static [Kind] {
         match self.adapter {
+            Adapter::CommBox(_) => CommBox::KINDS,
             Adapter::Yeastar(_) => Yeastar::KINDS,
         }
     }
 
     pub const fn input(&self) -> Input {
         match self.adapter {
+            Adapter::CommBox(_) => Input::Text,
             Adapter::Yeastar(_) => Input::Reference,
         }
     }
@@ -103,23 +148,47 @@ impl Provider {
     /// Whether `POST /v1/questions` works with it.
     pub const fn questions(&self) -> bool {
         match self.adapter {
-            Adapter::Yeastar(_) => false,
+            Adapter::CommBox(_) | Adapter::Yeastar(_) => false,
         }
     }
 
-    /// Whether the vendor produces the summary in a requested language. If not,
-    /// `language` is not part of the request's identity and the resource's
-    /// `language` is null.
-    pub const fn honours_language(&self) -> bool {
-        match self.adapter {
-            Adapter::Yeastar(_) => false,
+    /// The summary's language as part of the request: the caller's BCP 47 tag
+    /// (canonical case) or the provider's default for vendors that write in a
+    /// chosen language; `None` for vendors that do not, so it is not part of the
+    /// request's identity and the resource's `language` is null.
+    pub fn language(&self, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
+        match &self.adapter {
+            Adapter::CommBox(c) => c.language(tag).map(Some),
+            Adapter::Yeastar(_) => match tag {
+                Some(t) if crate::language::canonical(t).is_none() => {
+                    Err(RequestProblem::Invalid(format!("language: `{t}` is not a BCP 47 language tag")))
+                }
+                _ => Ok(None),
+            },
         }
     }
 
     pub fn status(&self) -> ProviderStatus {
+        let available = match &self.adapter {
+            Adapter::CommBox(c) => c.is_available(),
+            Adapter::Yeastar(y) => y.is_available(),
+        };
+        if available { ProviderStatus::Available } else { ProviderStatus::CredentialsRejected }
+    }
+
+    /// How to run its jobs, for vendors that answer asynchronously.
+    pub const fn job_policy(&self) -> Option<&JobPolicy> {
         match &self.adapter {
-            Adapter::Yeastar(y) if !y.is_available() => ProviderStatus::CredentialsRejected,
-            Adapter::Yeastar(_) => ProviderStatus::Available,
+            Adapter::CommBox(c) => Some(c.policy()),
+            Adapter::Yeastar(_) => None,
+        }
+    }
+
+    /// The secret path segment vendor callbacks must carry, if the vendor calls back.
+    pub const fn callback_token(&self) -> Option<&Secret<String>> {
+        match &self.adapter {
+            Adapter::CommBox(c) => c.callback_token(),
+            Adapter::Yeastar(_) => None,
         }
     }
 
@@ -136,14 +205,28 @@ impl Provider {
             )));
         }
         match &self.adapter {
+            Adapter::CommBox(_) => CommBox::validate(req),
             Adapter::Yeastar(_) => Yeastar::validate(req),
         }
     }
 
-    /// Produces the summary (a synchronous vendor round trip).
-    pub async fn summarize(&self, req: &SummaryRequest) -> Result<Completed, ProviderError> {
+    /// Starts the summary: the result from a synchronous vendor, or a job to poll.
+    /// `callback` is where the vendor may report the job's end (vendors that call back).
+    pub async fn start(&self, req: &SummaryRequest, callback: Option<&url::Url>) -> Result<Started, ProviderError> {
         match &self.adapter {
-            Adapter::Yeastar(y) => y.summarize(req).await,
+            Adapter::CommBox(c) => c.start(req, callback).await,
+            Adapter::Yeastar(y) => y.summarize(req).await.map(Started::Done),
+        }
+    }
+
+    /// Where a job started by [`Self::start`] is.
+    pub async fn poll(&self, job_ref: &str) -> Result<Polled, ProviderError> {
+        match &self.adapter {
+            Adapter::CommBox(c) => c.poll(job_ref).await,
+            Adapter::Yeastar(_) => Err(ProviderError::Rejected {
+                message: "this provider has no jobs to poll".into(),
+                vendor: VendorDetail::default(),
+            }),
         }
     }
 }

@@ -84,4 +84,7 @@ pub enum RequestProblem {
     /// 422 `text_too_short`.
     #[error("{0}")]
     TextTooShort(String),
+    /// 422 `unsupported_language`: a valid tag the vendor cannot write in.
+    #[error("{0}")]
+    UnsupportedLanguage(String),
 }

@@ -6,15 +6,19 @@
 //! - [`adapter`]: [`Provider`], the one interface the gateway calls.
 //! - [`error`]: vendor failures already classified by the gateway's error table.
 //! - [`outbound`]: the pooled HTTP transport with concurrency cap, rate limit and deadline.
+//! - [`language`]: BCP 47 tags in canonical case.
+//! - [`commbox`]: CommBox — adapter, markdown mapping, simulator (asynchronous jobs).
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
 pub mod adapter;
 pub mod canonical;
+pub mod commbox;
 pub mod content;
 pub mod error;
+pub mod language;
 pub mod outbound;
 pub mod yeastar;
 
-pub use adapter::{Completed, Input, Provider, ProviderStatus, SummaryRequest};
+pub use adapter::{Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started, SummaryRequest};
 pub use canonical::{Content, Conversation, Kind, Participant, Party, Section, Status, Summary, SummaryError};
 pub use error::{ProviderError, RequestProblem, VendorDetail};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_config::Config;
+use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
 use providers::yeastar::simulator::{RunningSimulator, SimOptions, SimRecord, YeastarSimulator};
 use serde_json::{Value, json};
 use summary_gateway::App;
@@ -21,6 +22,9 @@ pub const KEY: &str = "crm-test-key-0123456789";
 pub const NARROW_KEY: &str = "narrow-test-key-0123456789";
 /// A key limited to a burst of 2 and then one request per 1000 s.
 pub const TINY_KEY: &str = "tiny-test-key-0123456789";
+
+/// The main key's webhook secret (Standard Webhooks `whsec_` + base64 of 32 bytes).
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=";
 
 /// The docs' example: cdr 20260513223234-3EE9E asked for the caller, extension 3202.
 pub fn docs_request() -> Value {
@@ -40,6 +44,7 @@ auth:
     crm:
       key: {KEY}
       rate_limit: {{ per_second: 10000, burst: 10000 }}
+      webhook_secret: {WEBHOOK_SECRET}
     narrow:
       key: {NARROW_KEY}
       providers: [pbx-other]
@@ -62,10 +67,32 @@ providers:
     )
 }
 
-/// A gateway served in-process, with its Yeastar simulator.
+/// The `cb` CommBox provider (YAML lines under `providers:`), polling every 50 ms.
+pub fn commbox_yaml(url: &str, extra: &str) -> String {
+    format!(
+        "  cb:\n    type: commbox\n    base_url: {url}\n    token: demo-commbox-token\n    poll_interval: 50ms\n    poll_backoff_max: 200ms\n    timeout: 3s\n{extra}\n"
+    )
+}
+
+/// A text CommBox accepts (over 150 characters); `tag` makes it distinct.
+pub fn conversation_text(tag: &str) -> String {
+    format!(
+        "Agent: Good morning, thank you for calling Acme support, how can I help? Client: Hi, I noticed my March \
+         invoice was charged twice. Agent: I see the duplicate and have refunded it. Client: Thanks! ({tag})"
+    )
+}
+
+/// A CommBox summary request body.
+pub fn commbox_body(tag: &str) -> Value {
+    json!({"provider": "cb", "conversation": {"text": conversation_text(tag)}})
+}
+
+/// A gateway served in-process, with its Yeastar and CommBox simulators.
 pub struct TestGateway {
     pub url: String,
     pub sim: YeastarSimulator,
+    pub commbox: CommBoxSimulator,
+    _commbox: commbox::RunningSimulator,
     pub client: reqwest::Client,
     pub app: Arc<App>,
     _sim: RunningSimulator,
@@ -81,6 +108,13 @@ pub struct Setup {
     pub sim: SimOptions,
     /// Point the providers here instead of at the simulator.
     pub vendor_url: Option<String>,
+    /// The CommBox simulator's options (processing 100 ms unless set).
+    pub commbox: Option<commbox::SimOptions>,
+    /// Extra YAML lines under `providers.cb:` (indented by 4). `${GATEWAY_URL}`
+    /// anywhere in the YAML becomes the gateway's own URL.
+    pub cb: String,
+    /// Extra top-level YAML sections (e.g. `webhooks:`).
+    pub extra: String,
 }
 
 pub fn client() -> reqwest::Client {
@@ -95,17 +129,39 @@ impl TestGateway {
 
     pub async fn start_with(setup: Setup) -> Self {
         let sim = YeastarSimulator::start(setup.sim).await.unwrap();
-        let vendor = setup.vendor_url.unwrap_or_else(|| sim.base_url());
-        let yaml = config_yaml(&vendor, setup.server, &setup.pbx);
-        let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config:\n{e}"));
-        let app = App::new(config).unwrap();
+        let commbox_options = setup.commbox.unwrap_or_else(|| commbox::SimOptions {
+            processing: Duration::from_millis(100),
+            ..commbox::SimOptions::default()
+        });
+        let cb_sim = CommBoxSimulator::start(commbox_options).await.unwrap();
+        let vendor = setup.vendor_url.clone().unwrap_or_else(|| sim.base_url());
+        let cb_vendor = setup.vendor_url.unwrap_or_else(|| cb_sim.base_url());
+        let yaml = format!(
+            "{}{}{}",
+            config_yaml(&vendor, setup.server, &setup.pbx),
+            commbox_yaml(&cb_vendor, &setup.cb),
+            setup.extra
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let yaml = yaml.replace("${GATEWAY_URL}", &url);
+        let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config:\n{e}"));
+        let app = App::new(config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(summary_gateway::run(listener, Arc::clone(&app), async move {
             let _ = rx.await;
         }));
-        Self { url, sim: sim.sim.clone(), client: client(), app, _sim: sim, shutdown: Some(tx), task: Some(task) }
+        Self {
+            url,
+            sim: sim.sim.clone(),
+            commbox: cb_sim.sim.clone(),
+            _commbox: cb_sim,
+            client: client(),
+            app,
+            _sim: sim,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {

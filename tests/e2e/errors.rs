@@ -143,7 +143,8 @@ async fn a_rejected_credential_is_502_and_never_retried() {
     let stats = gw.sim.stats();
     assert_eq!(stats.failed_logins, 1, "{stats:?}");
     let list: serde_json::Value = gw.get("/v1/providers").send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["data"][0]["status"], "credentials_rejected");
+    let pbx = list["data"].as_array().unwrap().iter().find(|p| p["name"] == "pbx").unwrap();
+    assert_eq!(pbx["status"], "credentials_rejected");
 }
 
 #[tokio::test]

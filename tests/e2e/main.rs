@@ -5,6 +5,7 @@
 
 mod auth;
 mod cache;
+mod commbox;
 mod common;
 mod config;
 mod errors;

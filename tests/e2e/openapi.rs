@@ -27,11 +27,22 @@ async fn every_documented_operation_is_routed_and_schemas_match_responses() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
 
     let paths = doc["paths"].as_object().unwrap();
-    for expected in ["/v1/summaries", "/v1/summaries/{id}", "/v1/providers", "/healthz", "/readyz", "/openapi.json"] {
+    for expected in [
+        "/v1/summaries",
+        "/v1/summaries/{id}",
+        "/v1/providers",
+        "/callbacks/{provider}/{token}",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
     for (path, item) in paths {
-        let concrete = path.replace("{id}", "sum_0123456789abcdef0123456789abcdef");
+        let concrete = path
+            .replace("{id}", "sum_0123456789abcdef0123456789abcdef")
+            .replace("{provider}", "cb")
+            .replace("{token}", "not-the-token");
         for (method, op) in item.as_object().unwrap() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = gw.client.request(method.clone(), format!("{}{concrete}", gw.url)).send().await.unwrap();
@@ -39,6 +50,9 @@ async fn every_documented_operation_is_routed_and_schemas_match_responses() {
             let secured = op.get("security").is_some();
             if secured {
                 assert_eq!(status, 401, "{method} {path} without a key");
+            } else if path.starts_with("/callbacks/") {
+                // Open, but guarded by the provider's callback token.
+                assert_eq!(status, 404, "{method} {path} with a wrong token");
             } else {
                 assert_eq!(status, 200, "{method} {path}");
             }

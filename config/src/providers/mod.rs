@@ -4,6 +4,7 @@
 //! its `type` ([`VendorConfig`]). The two are parsed separately so that an
 //! unknown field is reported with its full YAML path whatever the type.
 
+mod commbox;
 mod yeastar;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
 pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
@@ -62,6 +64,9 @@ const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum VendorConfig {
+    /// CommBox AI Conversation Summary (text in, asynchronous).
+    #[serde(rename = "commbox")]
+    CommBox(CommBoxConfig),
     /// Yeastar P-Series `cdr/getaisummary`.
     Yeastar(YeastarConfig),
 }
@@ -70,13 +75,14 @@ impl VendorConfig {
     /// The `type` as written in YAML.
     pub const fn type_name(&self) -> &'static str {
         match self {
+            Self::CommBox(_) => "commbox",
             Self::Yeastar(_) => "yeastar",
         }
     }
 }
 
 /// Provider types this build knows.
-pub const SUPPORTED_TYPES: &[&str] = &["yeastar"];
+pub const SUPPORTED_TYPES: &[&str] = &["commbox", "yeastar"];
 
 /// Parses one provider entry, reporting every problem it can with its path.
 pub(crate) fn parse_provider(
@@ -120,6 +126,10 @@ pub(crate) fn parse_provider(
     let common = deserialize_all::<CommonConfig>(&path, Value::Object(common_fields), errors)
         .inspect(|common| common.validate(&path, errors));
     let vendor = match type_name.as_str() {
+        "commbox" => deserialize_all::<CommBoxConfig>(&path, Value::Object(fields), errors).map(|mut c| {
+            c.resolve(&path, env, errors);
+            VendorConfig::CommBox(c)
+        }),
         "yeastar" => deserialize_all::<YeastarConfig>(&path, Value::Object(fields), errors).map(|mut y| {
             y.resolve(&path, env, errors);
             VendorConfig::Yeastar(y)

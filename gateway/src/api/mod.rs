@@ -3,10 +3,12 @@
 //!
 //! - [`summaries`]: `POST /v1/summaries`, `GET /v1/summaries/{id}`.
 //! - [`providers`]: `GET /v1/providers`.
+//! - [`callbacks`]: `POST /callbacks/{provider}/{token}` (vendors calling back; open, token-guarded).
 //! - [`health`]: `/healthz`, `/readyz`.
 //! - [`json`]: the JSON body extractor (415/413/400).
 //! - `/openapi.json`: the document itself.
 
+pub mod callbacks;
 pub mod health;
 pub mod json;
 pub mod providers;
@@ -100,6 +102,7 @@ where
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi_json))
+        .routes(routes!(callbacks::vendor_callback))
         .merge(authenticated(v1))
         .split_for_parts()
 }

@@ -1,13 +1,14 @@
 //! `POST /v1/summaries` and `GET /v1/summaries/{id}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use providers::{Conversation, Kind, SummaryRequest};
+use providers::{Conversation, Kind, Provider, Status, SummaryRequest};
 use serde::Deserialize;
 use url::form_urlencoded;
 use utoipa::ToSchema;
@@ -18,8 +19,8 @@ use crate::app::App;
 use crate::callback::check_callback_url;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
 use crate::middleware::auth::Caller;
-use crate::store::StoredSummary;
-use crate::summaries::{CacheStatus, is_summary_id};
+use crate::store::{CallbackTarget, StoredSummary};
+use crate::summaries::{CacheStatus, is_summary_id, summary_id};
 
 /// Longest `wait` honoured, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -58,11 +59,16 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
     responses(
         (status = 200, description = "A final resource (`completed` or `failed`)", body = providers::Summary,
             headers(("Cache-Status" = String, description = "`summary-gateway; hit` or `summary-gateway; fwd=miss` (RFC 9211)"))),
+        (status = 202, description = "Pending (asynchronous vendors): poll `Location`, or wait for the webhook", body = providers::Summary,
+            headers(
+                ("Location" = String, description = "`/v1/summaries/{id}`"),
+                ("Retry-After" = u64, description = "Seconds before polling again"),
+            )),
         (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: the key may not use this provider", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown_provider, unsupported_kind, text_too_short, invalid_callback_url", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown_provider, unsupported_kind, unsupported_language, text_too_short, invalid_callback_url", body = Problem, content_type = "application/problem+json"),
         CallerProblems,
         VendorProblems,
     ),
@@ -71,8 +77,10 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub async fn create_summary(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Arc<Caller>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateSummary>,
 ) -> Result<Response, ApiError> {
+    let wait = prefer_wait(&headers);
     let provider = app.provider(&body.provider).ok_or_else(|| RequestError::UnknownProvider(body.provider.clone()))?;
     if !caller.may_use(provider.name()) {
         return Err(AuthError::Forbidden { provider: body.provider }.into());
@@ -86,27 +94,53 @@ pub async fn create_summary(
             ))
         })?,
     };
-    let language = match body.language.as_deref() {
-        None => None,
-        Some(tag) => Some(
-            canonical_language(tag)
-                .ok_or_else(|| RequestError::Invalid(format!("language: `{tag}` is not a BCP 47 language tag")))?,
-        ),
-    };
     let req = SummaryRequest {
         kind,
-        // A vendor that cannot choose the language ignores it, and so does the summary's identity.
-        language: if provider.honours_language() { language } else { None },
+        language: provider.language(body.language.as_deref()).map_err(RequestError::from)?,
         conversation: body.conversation,
     };
     provider.validate(&req).map_err(RequestError::from)?;
-    if let Some(url) = body.callback_url.as_deref() {
-        check_callback_url(url, app.config.webhooks.allow_private_networks)
-            .await
-            .map_err(RequestError::InvalidCallbackUrl)?;
+    let callback = match body.callback_url.as_deref() {
+        None => None,
+        Some(url) => Some(callback_target(&app, &caller, url).await?),
+    };
+    let id = summary_id(provider.name(), &req);
+    let (stored, cache) = app.summaries.get_or_create(provider, &id, req, callback).await?;
+    let stored = match wait {
+        Some(wait) => app.summaries.wait_final(&id, stored, wait).await?,
+        None => stored,
+    };
+    let mut response = summary_response(&stored, cache);
+    if stored.status == Status::Pending {
+        *response.status_mut() = StatusCode::ACCEPTED;
+        let location = format!("/v1/summaries/{id}");
+        if let Ok(location) = HeaderValue::try_from(location) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after(provider));
     }
-    let (stored, cache) = app.summaries.get_or_create(provider, req).await?;
-    Ok(summary_response(&stored, cache))
+    Ok(response)
+}
+
+/// Checks a `callback_url` (SSRF rules) and that deliveries to this caller can be signed.
+async fn callback_target(app: &App, caller: &Caller, url: &str) -> Result<CallbackTarget, ApiError> {
+    let checked = check_callback_url(url, app.config.webhooks.allow_private_networks)
+        .await
+        .map_err(RequestError::InvalidCallbackUrl)?;
+    if !app.webhooks.can_sign_for(&caller.name) {
+        return Err(RequestError::InvalidCallbackUrl(format!(
+            "the key `{}` has no webhook_secret configured; webhooks are signed with it",
+            caller.name
+        ))
+        .into());
+    }
+    Ok(CallbackTarget { caller: caller.name.to_string(), url: checked.into() })
+}
+
+/// Seconds a caller should wait before polling a pending summary: the provider's poll interval.
+fn retry_after(provider: &Provider) -> HeaderValue {
+    let secs = provider.job_policy().map_or(1, |p| p.poll_interval.as_secs().max(1));
+    HeaderValue::from(secs)
 }
 
 /// A summary by id.
@@ -119,7 +153,7 @@ pub async fn create_summary(
         ("wait" = Option<u64>, Query, description = "Hold up to N seconds (≤ 60) until the summary is final"),
     ),
     responses(
-        (status = 200, description = "The resource", body = providers::Summary),
+        (status = 200, description = "The resource (`pending` ones with `Retry-After`)", body = providers::Summary),
         (status = 400, description = "invalid_request: not a summary id, or a bad `wait`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: the key may not use this summary's provider", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such summary", body = Problem, content_type = "application/problem+json"),
@@ -138,14 +172,22 @@ pub async fn get_summary(
             RequestError::Invalid(format!("`{}` is not a summary id (sum_ + 32 hex digits)", truncate(&id))).into()
         );
     }
-    // Every summary is final as soon as it exists (Yeastar is synchronous), so a
-    // valid `wait` never has to hold the request.
-    parse_wait(query.as_deref())?;
+    let wait = parse_wait(query.as_deref())?;
     let stored = app.summaries.get(&id).await?.ok_or_else(|| RequestError::NotFound(format!("no summary `{id}`")))?;
     if !caller.may_use(&stored.provider) {
         return Err(AuthError::Forbidden { provider: stored.provider.to_string() }.into());
     }
-    Ok(summary_response(&stored, CacheStatus::Hit))
+    let stored = match wait {
+        Some(secs) => app.summaries.wait_final(&id, stored, Duration::from_secs(secs)).await?,
+        None => stored,
+    };
+    let mut response = summary_response(&stored, CacheStatus::Hit);
+    if stored.status == Status::Pending
+        && let Some(provider) = app.provider(&stored.provider)
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after(provider));
+    }
+    Ok(response)
 }
 
 fn summary_response(stored: &StoredSummary, cache: CacheStatus) -> Response {
@@ -173,40 +215,26 @@ fn parse_wait(query: Option<&str>) -> Result<Option<u64>, ApiError> {
     Ok(None)
 }
 
-fn truncate(s: &str) -> String {
-    if s.chars().count() > 40 { s.chars().take(40).collect::<String>() + "…" } else { s.to_owned() }
-}
-
-/// A BCP 47 tag in canonical case (`pt-br` → `pt-BR`, `zh-hant` → `zh-Hant`), or
-/// None if it is not one.
-pub fn canonical_language(tag: &str) -> Option<String> {
-    if tag.is_empty() || tag.len() > 35 {
-        return None;
-    }
-    let mut out = String::with_capacity(tag.len());
-    for (i, sub) in tag.split('-').enumerate() {
-        if sub.is_empty() || sub.len() > 8 || !sub.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return None;
-        }
-        if i == 0 {
-            if sub.len() < 2 || !sub.bytes().all(|b| b.is_ascii_alphabetic()) {
+/// `Prefer: wait=N` (RFC 7240), N capped at 60; anything unparseable is ignored,
+/// as RFC 7240 asks of preferences a server does not understand.
+fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|pref| {
+            let (name, value) = pref.split(';').next()?.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
                 return None;
             }
-            out.push_str(&sub.to_ascii_lowercase());
-            continue;
-        }
-        out.push('-');
-        let alpha = sub.bytes().all(|b| b.is_ascii_alphabetic());
-        match sub.len() {
-            2 if alpha => out.push_str(&sub.to_ascii_uppercase()),
-            4 if alpha => {
-                out.push_str(&sub[..1].to_ascii_uppercase());
-                out.push_str(&sub[1..].to_ascii_lowercase());
-            }
-            _ => out.push_str(&sub.to_ascii_lowercase()),
-        }
-    }
-    Some(out)
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })
+        .map(|secs| Duration::from_secs(secs.min(MAX_WAIT_SECS)))
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 40 { s.chars().take(40).collect::<String>() + "…" } else { s.to_owned() }
 }
 
 #[cfg(test)]
@@ -214,14 +242,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn canonicalizes_language_tags() {
-        assert_eq!(canonical_language("pt-br").as_deref(), Some("pt-BR"));
-        assert_eq!(canonical_language("EN").as_deref(), Some("en"));
-        assert_eq!(canonical_language("zh-hant-tw").as_deref(), Some("zh-Hant-TW"));
-        assert_eq!(canonical_language("es-419").as_deref(), Some("es-419"));
-        for bad in ["", "e", "en_US", "en-", "1a", "english!", "en-toolongsubtag"] {
-            assert_eq!(canonical_language(bad), None, "{bad}");
-        }
+    fn reads_prefer_wait() {
+        let headers = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("prefer", HeaderValue::from_static(v));
+            h
+        };
+        assert_eq!(prefer_wait(&headers("wait=5")), Some(Duration::from_secs(5)));
+        assert_eq!(prefer_wait(&headers("respond-async, wait=10")), Some(Duration::from_secs(10)));
+        assert_eq!(prefer_wait(&headers("wait=600")), Some(Duration::from_secs(60)));
+        assert_eq!(prefer_wait(&headers("return=minimal")), None);
+        assert_eq!(prefer_wait(&headers("wait=soon")), None);
+        assert_eq!(prefer_wait(&HeaderMap::new()), None);
     }
 
     #[test]

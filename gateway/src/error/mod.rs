@@ -71,6 +71,7 @@ impl ApiError {
                 RequestError::UnknownProvider(_)
                 | RequestError::UnsupportedKind(_)
                 | RequestError::TextTooShort(_)
+                | RequestError::UnsupportedLanguage(_)
                 | RequestError::QuestionTooLong(_)
                 | RequestError::InvalidCallbackUrl(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 RequestError::QuestionLimitReached(_) => StatusCode::CONFLICT,
@@ -103,6 +104,7 @@ impl ApiError {
                 RequestError::UnknownProvider(_) => "unknown_provider",
                 RequestError::UnsupportedKind(_) => "unsupported_kind",
                 RequestError::TextTooShort(_) => "text_too_short",
+                RequestError::UnsupportedLanguage(_) => "unsupported_language",
                 RequestError::QuestionTooLong(_) => "question_too_long",
                 RequestError::QuestionLimitReached(_) => "question_limit_reached",
                 RequestError::InvalidCallbackUrl(_) => "invalid_callback_url",
@@ -272,6 +274,8 @@ mod tests {
             (RequestError::UnsupportedMediaType.into(), 415, "unsupported_media_type"),
             (RequestError::TextTooShort(s("x")).into(), 422, "text_too_short"),
             (RequestError::QuestionTooLong(s("x")).into(), 422, "question_too_long"),
+            // Not in API.md's table (an addition): a valid tag the vendor cannot write in.
+            (RequestError::UnsupportedLanguage(s("x")).into(), 422, "unsupported_language"),
             (RequestError::UnsupportedKind(s("x")).into(), 422, "unsupported_kind"),
             (RequestError::UnknownProvider(s("x")).into(), 422, "unknown_provider"),
             (RequestError::InvalidCallbackUrl(s("x")).into(), 422, "invalid_callback_url"),

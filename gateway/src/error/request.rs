@@ -21,6 +21,9 @@ pub enum RequestError {
     /// 422 `text_too_short`.
     #[error("{0}")]
     TextTooShort(String),
+    /// 422 `unsupported_language`: a valid BCP 47 tag the provider cannot write in.
+    #[error("{0}")]
+    UnsupportedLanguage(String),
     /// 422 `question_too_long` (questions: over 250 characters).
     #[error("{0}")]
     QuestionTooLong(String),
@@ -44,6 +47,7 @@ impl From<providers::RequestProblem> for RequestError {
             providers::RequestProblem::Invalid(m) => Self::Invalid(m),
             providers::RequestProblem::UnsupportedKind(m) => Self::UnsupportedKind(m),
             providers::RequestProblem::TextTooShort(m) => Self::TextTooShort(m),
+            providers::RequestProblem::UnsupportedLanguage(m) => Self::UnsupportedLanguage(m),
         }
     }
 }

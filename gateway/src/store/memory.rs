@@ -1,13 +1,17 @@
-//! The embedded store: a bounded in-memory cache (moka) with a TTL per entry.
-//! One replica only; a restart loses everything.
+//! The embedded store: a bounded in-memory cache (moka) with a TTL per entry
+//! for summaries; jobs and the webhook outbox in maps under one mutex (never
+//! held across an await). One replica only; a restart loses everything,
+//! pending jobs and undelivered webhooks included.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Store, StoreError, StoredSummary};
+use super::{CallbackTarget, Delivery, Job, Store, StoreError, StoredSummary, now_ms};
 
 #[derive(Clone)]
 struct Entry {
@@ -41,6 +45,14 @@ const ENTRY_OVERHEAD: usize = 1024;
 /// In-memory summaries taking at most about `max_bytes` (least recently used go first).
 pub struct MemoryStore {
     summaries: Cache<String, Entry>,
+    state: Mutex<State>,
+}
+
+/// Jobs and outbox: small (bounded by pending work, not by traffic), kept exactly.
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    outbox: HashMap<String, Delivery>,
 }
 
 impl MemoryStore {
@@ -52,7 +64,11 @@ impl MemoryStore {
             })
             .expire_after(PerEntryTtl)
             .build();
-        Self { summaries }
+        Self { summaries, state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -73,6 +89,94 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn create_job(&self, job: Job, pending: StoredSummary, ttl: Duration) -> Result<(), StoreError> {
+        let mut state = self.state();
+        self.summaries.insert(job.id.clone(), Entry { summary: pending, ttl });
+        state.jobs.insert(job.id.clone(), job);
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(self.state().jobs.get(id).cloned())
+    }
+
+    async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(self.state().jobs.values().cloned().collect())
+    }
+
+    async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let Some(job) = state.jobs.get_mut(id) else { return Ok(false) };
+        if !job.callbacks.contains(&target) {
+            job.callbacks.push(target);
+        }
+        Ok(true)
+    }
+
+    async fn finish_job(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let mut state = self.state();
+        let Some(job) = state.jobs.remove(id) else { return Ok(Vec::new()) };
+        let now = now_ms();
+        let body = String::from_utf8_lossy(&summary.body).into_owned();
+        let deliveries: Vec<Delivery> = job
+            .callbacks
+            .into_iter()
+            .map(|target| Delivery {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                summary_id: id.to_owned(),
+                caller: target.caller,
+                url: target.url,
+                body: body.clone(),
+                attempts: 0,
+                created_at_ms: now,
+                next_attempt_ms: now,
+            })
+            .collect();
+        for d in &deliveries {
+            state.outbox.insert(d.id.clone(), d.clone());
+        }
+        self.summaries.insert(id.to_owned(), Entry { summary, ttl });
+        Ok(deliveries)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut state = self.state();
+        let mut due: Vec<&mut Delivery> = state.outbox.values_mut().filter(|d| d.next_attempt_ms <= now_ms).collect();
+        due.sort_by_key(|d| d.next_attempt_ms);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|d| {
+                let claimed = d.clone();
+                d.next_attempt_ms = lease_until_ms;
+                claimed
+            })
+            .collect())
+    }
+
+    async fn retry_delivery(&self, delivery: Delivery) -> Result<(), StoreError> {
+        let mut state = self.state();
+        // Only if still queued: a delivery removed meanwhile stays removed.
+        if let Some(queued) = state.outbox.get_mut(&delivery.id) {
+            *queued = delivery;
+        }
+        Ok(())
+    }
+
+    async fn remove_delivery(&self, id: &str) -> Result<(), StoreError> {
+        self.state().outbox.remove(id);
+        Ok(())
+    }
+
+    async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.state().outbox.values().map(|d| d.next_attempt_ms).min())
     }
 }
 

@@ -1,19 +1,28 @@
-//! Where summaries are kept, behind one trait so the embedded store and a
-//! shared Redis store are interchangeable without touching handlers.
+//! Where summaries, jobs and the webhook outbox are kept, behind one trait so
+//! the embedded store and a shared Redis store are interchangeable without
+//! touching handlers.
 //!
 //! Values are stored pre-serialized ([`StoredSummary::body`] is the exact JSON
 //! the API returns), so a cache hit copies bytes instead of serializing.
+//!
+//! The operations that must not race are single trait methods, so each store
+//! can make them atomic its own way (a mutex here, a script or transaction in
+//! Redis): [`Store::add_callback`] against [`Store::finish_job`] (a caller that
+//! registers a callback either is on the job when it finishes or sees it
+//! finished), and [`Store::finish_job`] itself (final summary stored, job
+//! removed, one delivery queued per callback — all or nothing).
 //!
 //! - [`memory`]: the embedded store (one replica; bounded; per-entry TTL).
 
 pub mod memory;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use providers::Status;
+use providers::{Status, SummaryRequest};
+use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
 
@@ -25,6 +34,49 @@ pub struct StoredSummary {
     pub status: Status,
     /// The resource's JSON, exactly as served.
     pub body: Bytes,
+}
+
+/// An asynchronous summary the gateway is waiting for at a vendor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The summary's id.
+    pub id: String,
+    pub provider: String,
+    pub request: SummaryRequest,
+    /// The vendor's reference to poll (CommBox's `action_id`).
+    pub vendor_ref: String,
+    /// Milliseconds since the epoch.
+    pub created_at_ms: u64,
+    /// Past this (ms since the epoch) the job fails with `provider_timeout`.
+    pub deadline_ms: u64,
+    /// Callers to send the final resource to.
+    pub callbacks: Vec<CallbackTarget>,
+}
+
+/// A caller's `callback_url` on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackTarget {
+    /// The caller (API key name) whose webhook secret signs the delivery.
+    pub caller: String,
+    pub url: String,
+}
+
+/// A webhook waiting in the outbox: stored before it is attempted, removed only after a 2xx.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `webhook-id`: the same on every attempt, so receivers can deduplicate.
+    pub id: String,
+    pub summary_id: String,
+    pub caller: String,
+    pub url: String,
+    /// The final resource's JSON.
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the summary became final (ms since the epoch).
+    pub created_at_ms: u64,
+    /// Not to be attempted before this (ms since the epoch).
+    pub next_attempt_ms: u64,
 }
 
 /// The store could not be reached or answered nonsense.
@@ -46,4 +98,51 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records a new job with its pending resource (kept for `ttl`).
+    async fn create_job(&self, job: Job, pending: StoredSummary, ttl: Duration) -> Result<(), StoreError>;
+
+    /// A job still pending.
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Every job still pending (to resume them after a restart).
+    async fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Adds a caller's callback to a pending job (once per caller and URL).
+    /// `false`: the job is no longer pending — its final summary is in the store.
+    async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError>;
+
+    /// Ends a job, all at once: stores its final summary for `ttl`, removes the
+    /// job and queues one delivery per callback (each with a fresh id, due now).
+    /// Returns the deliveries queued; none if the job had already ended.
+    async fn finish_job(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Deliveries due by `now_ms`, at most `limit`; each is leased until
+    /// `lease_until_ms` (not handed out again before then, so an attempt that
+    /// dies with its process is retried after the lease).
+    async fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Puts a delivery back with its new `attempts` and `next_attempt_ms`.
+    async fn retry_delivery(&self, delivery: Delivery) -> Result<(), StoreError>;
+
+    /// Removes a delivery (delivered, or given up).
+    async fn remove_delivery(&self, id: &str) -> Result<(), StoreError>;
+
+    /// When the earliest delivery is due (ms since the epoch), if any.
+    async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
 }

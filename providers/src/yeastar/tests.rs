@@ -34,7 +34,7 @@ fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
     );
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
-    let VendorConfig::Yeastar(y) = &p.vendor;
+    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
     Yeastar::new(Arc::from("pbx"), &p.common, y).unwrap()
 }
 

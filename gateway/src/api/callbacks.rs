@@ -1,0 +1,68 @@
+//! `POST /callbacks/{provider}/{token}`: a vendor says a job ended.
+//!
+//! Open (vendors have no API key); guarded by the provider's unguessable
+//! callback token, compared in constant time, and answering 404 to a wrong one
+//! as to an unknown provider. The body is never trusted: it only makes the
+//! job's poller poll now, and the poll — the vendor's own GET — decides.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use subtle::ConstantTimeEq;
+use url::form_urlencoded;
+
+use crate::app::App;
+use crate::error::{ApiError, Problem, RequestError};
+use crate::summaries::is_summary_id;
+
+/// A vendor's job-ended notification (CommBox `callback_url`).
+#[utoipa::path(
+    post,
+    path = "/callbacks/{provider}/{token}",
+    tag = "callbacks",
+    params(
+        ("provider" = String, Path, description = "The provider's name"),
+        ("token" = String, Path, description = "The provider's callback token (from its config)"),
+        ("id" = String, Query, description = "The summary id the gateway put in the callback URL"),
+    ),
+    request_body(content = Object, description = "The vendor's status body (used only for its `action_id`)"),
+    responses(
+        (status = 204, description = "Noted: the job is polled now (or had already ended)"),
+        (status = 400, description = "invalid_request: no summary id, or a job of another vendor action", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: unknown provider or wrong token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn vendor_callback(
+    State(app): State<Arc<App>>,
+    Path((provider, token)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || RequestError::NotFound("no such callback".into());
+    let provider = app.provider(&provider).ok_or_else(not_found)?;
+    let expected = provider.callback_token().ok_or_else(not_found)?;
+    if !bool::from(expected.expose().as_bytes().ct_eq(token.as_bytes())) {
+        tracing::warn!(provider = provider.name(), "vendor callback with a wrong token");
+        return Err(not_found().into());
+    }
+    let id = query
+        .as_deref()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "id").map(|(_, v)| v.into_owned()))
+        .filter(|id| is_summary_id(id))
+        .ok_or_else(|| RequestError::Invalid("the callback URL lacks its summary id (`?id=sum_...`)".into()))?;
+    let Some(job) = app.summaries.store().get_job(&id).await? else {
+        // Already ended (polling got there first), or expired: nothing to do.
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    if let Some(action_id) = providers::commbox::callback_action_id(&body)
+        && action_id != job.vendor_ref
+    {
+        tracing::warn!(provider = provider.name(), summary_id = %id, "vendor callback for another action than the job's");
+        return Err(RequestError::Invalid("the callback's action_id is not this job's".into()).into());
+    }
+    let local = app.summaries.nudge(&id);
+    tracing::info!(provider = provider.name(), summary_id = %id, polled_here = local, "vendor callback: job polled now");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,252 @@
+//! Polling asynchronous vendor jobs until they end, in the background.
+//!
+//! One task per job. It sleeps between polls — a jittered
+//! [`JobPolicy::poll_interval`] (each wait drawn from [2/3, 5/3] of it: 2–5 s
+//! for the default 3 s), doubling per consecutive vendor error up to
+//! `poll_backoff_max` — and is woken early by a vendor callback
+//! ([`Summaries::nudge`]), which is never trusted by itself: the poll confirms it.
+//! At the job's deadline (`job_timeout`, at most the vendor's 12 h) it fails with
+//! `provider_timeout`.
+//!
+//! Ending a job is one store operation ([`Store::finish_job`]): final resource
+//! stored, job removed, webhooks queued. Then this process's waiters are woken
+//! and the webhook worker is told.
+//!
+//! [`Store::finish_job`]: crate::store::Store::finish_job
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use providers::{JobPolicy, Polled, Provider, ProviderError, Status, Summary, SummaryError, VendorDetail};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::store::Job;
+use crate::summaries::{Summaries, completed_resource, pending_resource, rfc3339, stored};
+
+/// How long ending a job is retried while the store fails.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// How a job ended.
+enum End {
+    Completed(providers::Completed),
+    Failed(SummaryError),
+}
+
+impl Summaries {
+    /// Polls `job` in a task of its own, unless this process already does.
+    pub fn spawn_poller(self: &Arc<Self>, job: Job, provider: Arc<Provider>) {
+        let nudge = Arc::new(Notify::new());
+        {
+            let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
+            if pollers.contains_key(&job.id) {
+                return;
+            }
+            pollers.insert(job.id.clone(), Arc::clone(&nudge));
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = job.id.clone();
+            this.poll_job(job, &provider, &nudge).await;
+            this.pollers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        });
+    }
+
+    /// Makes the job's poller poll now (a vendor said it ended). False if this
+    /// process does not poll that job.
+    pub fn nudge(&self, id: &str) -> bool {
+        let pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
+        pollers.get(id).is_some_and(|n| {
+            n.notify_one();
+            true
+        })
+    }
+
+    /// Jobs in the store that this process does not poll yet, polled from now on
+    /// (after a restart with a shared store).
+    pub async fn resume_jobs(self: &Arc<Self>, providers: &std::collections::BTreeMap<String, Arc<Provider>>) {
+        let jobs = match self.store.jobs().await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list pending jobs to resume");
+                return;
+            }
+        };
+        for job in jobs {
+            match providers.get(&job.provider) {
+                Some(provider) => self.spawn_poller(job, Arc::clone(provider)),
+                None => {
+                    tracing::warn!(summary_id = %job.id, provider = %job.provider, "a pending job's provider is no longer configured");
+                }
+            }
+        }
+    }
+
+    async fn poll_job(&self, job: Job, provider: &Arc<Provider>, nudge: &Notify) {
+        let default_policy;
+        let policy = if let Some(p) = provider.job_policy() {
+            p
+        } else {
+            default_policy = JobPolicy {
+                poll_interval: Duration::from_secs(3),
+                poll_backoff_max: Duration::from_secs(60),
+                job_timeout: Duration::from_secs(1800),
+            };
+            &default_policy
+        };
+        let deadline = instant_of(job.deadline_ms);
+        let mut failures = 0_u32;
+        loop {
+            let wake = (Instant::now() + poll_delay(policy, failures)).min(deadline);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = nudge.notified() => tracing::debug!(summary_id = %job.id, "vendor callback: polling now"),
+                () = self.shutdown.cancelled() => return,
+            }
+            let end = match provider.poll(&job.vendor_ref).await {
+                Ok(Polled::Pending) => {
+                    failures = 0;
+                    None
+                }
+                Ok(Polled::Completed(completed)) => Some(End::Completed(completed)),
+                Ok(Polled::Failed(failure)) => {
+                    Some(End::Failed(failed("provider_failed", failure.message, &failure.vendor)))
+                }
+                Err(ProviderError::NotFound { message, vendor }) => {
+                    Some(End::Failed(failed("provider_error", message, &vendor)))
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(summary_id = %job.id, provider = %job.provider, failures, error = %e, "polling a job failed; backing off");
+                    None
+                }
+            };
+            let end = end.or_else(|| {
+                (Instant::now() >= deadline).then(|| {
+                    End::Failed(failed(
+                        "provider_timeout",
+                        format!(
+                            "the provider did not finish within {}",
+                            humantime::format_duration(Duration::from_millis(job.deadline_ms - job.created_at_ms))
+                        ),
+                        &VendorDetail::default(),
+                    ))
+                })
+            });
+            if let Some(end) = end {
+                self.finish(&job, provider, end).await;
+                return;
+            }
+        }
+    }
+
+    /// Stores the final resource, queues its webhooks and wakes its waiters.
+    async fn finish(&self, job: &Job, provider: &Provider, end: End) {
+        let now = SystemTime::now();
+        let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
+        let (resource, ttl) = match end {
+            End::Completed(completed) => {
+                let mut r = completed_resource(&job.id, provider, &job.request, completed, now, self.summary_ttl);
+                r.created_at = rfc3339(created);
+                r.updated_at = rfc3339(now);
+                (r, self.summary_ttl)
+            }
+            End::Failed(error) => {
+                (failed_resource(&job.id, provider, job, error, now, self.failure_ttl), self.failure_ttl)
+            }
+        };
+        let name: Arc<str> = Arc::from(provider.name());
+        let Ok(stored) = stored(&name, &resource) else {
+            tracing::error!(summary_id = %job.id, "could not serialize a final resource");
+            return;
+        };
+        let give_up = Instant::now() + FINISH_RETRY_FOR;
+        let mut backoff = Duration::from_millis(200);
+        let deliveries = loop {
+            match self.store.finish_job(&job.id, stored.clone(), ttl).await {
+                Ok(deliveries) => break deliveries,
+                Err(e) if Instant::now() + backoff < give_up => {
+                    tracing::warn!(summary_id = %job.id, error = %e, "could not store a finished job; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(summary_id = %job.id, error = %e, "could not store a finished job; its result is lost");
+                    break Vec::new();
+                }
+            }
+        };
+        tracing::info!(summary_id = %job.id, provider = %job.provider, status = ?resource.status, webhooks = deliveries.len(), "job ended");
+        self.waiters.publish(&job.id, &stored);
+        if !deliveries.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+    }
+}
+
+/// The wait before the next poll: the interval, or after `failures` consecutive
+/// vendor errors the interval doubled per error up to `poll_backoff_max`; then
+/// jittered to [2/3, 5/3] of that so many jobs do not poll in step.
+pub fn poll_delay(policy: &JobPolicy, failures: u32) -> Duration {
+    let base = if failures == 0 {
+        policy.poll_interval
+    } else {
+        policy.poll_interval.saturating_mul(1 << failures.min(16)).min(policy.poll_backoff_max)
+    };
+    let jittered = base.mul_f64(2.0 / 3.0 + fastrand::f64());
+    if failures == 0 { jittered } else { jittered.min(policy.poll_backoff_max) }
+}
+
+fn failed(code: &str, message: String, vendor: &VendorDetail) -> SummaryError {
+    SummaryError {
+        code: code.to_owned(),
+        message,
+        provider_status: vendor.status,
+        provider_code: vendor.code.clone(),
+        provider_message: vendor.message.clone(),
+    }
+}
+
+fn failed_resource(
+    id: &str,
+    provider: &Provider,
+    job: &Job,
+    error: SummaryError,
+    now: SystemTime,
+    ttl: Duration,
+) -> Summary {
+    let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
+    let mut r = pending_resource(id, provider, &job.request, created);
+    r.status = Status::Failed;
+    r.updated_at = rfc3339(now);
+    r.expires_at = Some(rfc3339(now + ttl));
+    r.error = Some(error);
+    r
+}
+
+/// The tokio instant of a wall-clock time in ms since the epoch (now if past).
+fn instant_of(unix_ms: u64) -> Instant {
+    let target = UNIX_EPOCH + Duration::from_millis(unix_ms);
+    Instant::now() + target.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_delays_are_jittered_and_back_off_to_the_cap() {
+        let policy = JobPolicy {
+            poll_interval: Duration::from_secs(3),
+            poll_backoff_max: Duration::from_secs(60),
+            job_timeout: Duration::from_secs(600),
+        };
+        for _ in 0..1000 {
+            let d = poll_delay(&policy, 0);
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(5), "{d:?}");
+            let d = poll_delay(&policy, 2); // 12 s base
+            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(20), "{d:?}");
+            assert!(poll_delay(&policy, 30) <= Duration::from_secs(60));
+        }
+    }
+}
