@@ -154,3 +154,61 @@ providers:
     }
     assert!(!got.iter().any(|m| m.contains("missing field")), "{got:?}");
 }
+
+#[test]
+fn commbox_providers_are_checked_with_their_paths() {
+    let yaml = r"
+auth:
+  keys:
+    crm: { key: k, webhook_secret: whsec_tooshort }
+    ops: { key: k2, webhook_secret: not-a-whsec }
+providers:
+  cb:
+    type: commbox
+    token: t
+    job_timeout: 13h
+    poll_interval: 1ms
+    callback_token: short
+  cb2:
+    type: commbox
+    base_url: https://api.commbox.io
+";
+    let err = Config::from_yaml(yaml, &|_| None).unwrap_err();
+    let messages = messages(&err);
+    for path in [
+        "auth.keys.crm.webhook_secret",
+        "auth.keys.ops.webhook_secret",
+        "providers.cb.base_url",
+        "providers.cb.job_timeout",
+        "providers.cb.poll_interval",
+        "providers.cb.callback_token",
+        "providers.cb2.token_env",
+    ] {
+        assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
+    }
+}
+
+#[test]
+fn the_example_configs_load() {
+    let env = env_of(&[
+        ("CRM_API_KEY", "crm-key"),
+        ("CRM_WEBHOOK_SECRET", "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI="),
+        ("COMMBOX_TOKEN", "t"),
+        ("COMMBOX_CALLBACK_TOKEN", "0123456789abcdef0123456789abcdef"),
+        ("PBX_CLIENT_ID", "id"),
+        ("PBX_CLIENT_SECRET", "secret"),
+        ("REPORTING_API_KEY", "r"),
+    ]);
+    for (name, yaml) in [
+        ("commbox.yaml", include_str!("../examples/commbox.yaml")),
+        ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
+    ] {
+        let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert!(!config.providers.is_empty(), "{name}");
+    }
+    let config = Config::from_yaml(include_str!("../examples/commbox.yaml"), &env).unwrap();
+    let VendorConfig::CommBox(c) = &config.providers["commbox"].vendor else { panic!("not commbox") };
+    assert_eq!(c.poll_interval, Duration::from_secs(3));
+    assert!(c.resolved_callback_token.is_some());
+    assert!(config.auth.keys["crm"].resolved_webhook_secret.is_some());
+}

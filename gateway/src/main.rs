@@ -143,8 +143,9 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) 
     let app = match App::new(config) {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("summary-gateway: {e}");
-            return ExitCode::FAILURE;
+            // A provider the adapter refuses is a configuration problem, like check-config's.
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
     };
     let listener = match TcpListener::bind(listen).await {

@@ -129,3 +129,31 @@ fn environment_overrides_are_applied_and_checked_with_their_path() {
     assert!(stderr.contains("server.request_timeout: "), "{stderr}");
     assert!(stderr.contains("store.colour: unknown field"), "{stderr}");
 }
+
+#[test]
+fn what_only_an_adapter_can_check_is_a_config_error_too() {
+    let file = write(
+        r"
+server:
+  listen: 127.0.0.1:0
+auth:
+  keys:
+    crm: { key: k }
+providers:
+  cb:
+    type: commbox
+    base_url: https://api.commbox.io
+    token: t
+    default_language: tlh
+",
+    );
+    for command in ["check-config", "serve"] {
+        let out = binary().args([command, "--config"]).arg(file.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.lines().any(|l| l.starts_with("providers.cb.default_language: `tlh` is not a language CommBox")),
+            "{command}:\n{stderr}"
+        );
+    }
+}

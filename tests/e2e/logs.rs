@@ -3,13 +3,17 @@
 use std::io::Write;
 use std::time::Duration;
 
+use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
 use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
+use serde_json::json;
 
-use crate::common::{GatewayProcess, body_of, client, docs_request};
+use crate::common::{GatewayProcess, body_of, client, conversation_text, docs_request};
 
 const CALLER_KEY: &str = "caller-key-that-must-never-be-logged";
 const CLIENT_ID: &str = "client-id-that-must-never-be-logged";
 const CLIENT_SECRET: &str = "client-secret-that-must-never-be-logged";
+const COMMBOX_TOKEN: &str = "commbox-token-that-must-never-be-logged";
+const CALLBACK_TOKEN: &str = "callback-token-that-must-never-be-logged";
 
 #[tokio::test]
 async fn logs_contain_no_key_token_or_client_secret() {
@@ -20,15 +24,31 @@ async fn logs_contain_no_key_token_or_client_secret() {
     })
     .await
     .unwrap();
+    let cb = CommBoxSimulator::start(commbox::SimOptions {
+        token: COMMBOX_TOKEN.into(),
+        processing: Duration::from_millis(50),
+        ..commbox::SimOptions::default()
+    })
+    .await
+    .unwrap();
+    // public_url points at a port nobody listens on: CommBox's callback fails,
+    // and the test sends one itself below.
     let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\nauth:\n  keys:\n    crm:\n      key_env: CRM_KEY\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {}\n    client_id_env: PBX_ID\n    client_secret_env: PBX_SECRET\n",
-        sim.base_url()
+        "server:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1:9\nauth:\n  keys:\n    crm:\n      key_env: CRM_KEY\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {}\n    client_id_env: PBX_ID\n    client_secret_env: PBX_SECRET\n  cb:\n    type: commbox\n    base_url: {}\n    token_env: CB_TOKEN\n    callback_token_env: CB_CALLBACK\n    poll_interval: 50ms\n",
+        sim.base_url(),
+        cb.base_url()
     );
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     file.write_all(yaml.as_bytes()).unwrap();
     let mut gw = GatewayProcess::spawn(
         file.path(),
-        &[("CRM_KEY", CALLER_KEY), ("PBX_ID", CLIENT_ID), ("PBX_SECRET", CLIENT_SECRET)],
+        &[
+            ("CRM_KEY", CALLER_KEY),
+            ("PBX_ID", CLIENT_ID),
+            ("PBX_SECRET", CLIENT_SECRET),
+            ("CB_TOKEN", COMMBOX_TOKEN),
+            ("CB_CALLBACK", CALLBACK_TOKEN),
+        ],
     );
     let http = client();
     let url = gw.url();
@@ -69,13 +89,31 @@ async fn logs_contain_no_key_token_or_client_secret() {
     assert_eq!(renewed.status(), 409);
     assert_eq!(sim.sim.stats().refreshes, 1);
 
+    // A CommBox job, and a vendor callback carrying the callback token in its path.
+    let job = http
+        .post(format!("{url}/v1/summaries"))
+        .bearer_auth(CALLER_KEY)
+        .header("prefer", "wait=10")
+        .json(&json!({"provider": "cb", "conversation": {"text": conversation_text("logs")}}))
+        .send()
+        .await
+        .unwrap();
+    let job: serde_json::Value = job.json().await.unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    let told = cb.sim.actions()[0].callback_url.clone().unwrap();
+    assert!(told.contains(CALLBACK_TOKEN), "{told}");
+    let id = job["id"].as_str().unwrap();
+    let callback = http.post(format!("{url}/callbacks/cb/{CALLBACK_TOKEN}?id={id}")).body("{}").send().await.unwrap();
+    assert_eq!(callback.status(), 204);
+
     assert_eq!(gw.terminate(), Some(0));
     let logs = gw.output();
     // The logs are really captured: requests, the caller's name, the renewal.
     assert!(logs.contains("access_token=REDACTED"), "{logs}");
     assert!(logs.contains("\"caller\":\"crm\""), "{logs}");
     assert!(logs.contains("access token refreshed"), "{logs}");
-    let mut secrets = vec![CALLER_KEY.to_owned(), CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned()];
+    assert!(logs.contains("/callbacks/cb/REDACTED"), "{logs}");
+    let mut secrets = [CALLER_KEY, CLIENT_ID, CLIENT_SECRET, COMMBOX_TOKEN, CALLBACK_TOKEN].map(str::to_owned).to_vec();
     secrets.extend(sim.sim.issued_tokens());
     assert!(secrets.len() >= 5, "the simulator issued tokens: {secrets:?}");
     for secret in &secrets {

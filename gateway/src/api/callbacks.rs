@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use url::form_urlencoded;
 
 use crate::app::App;
 use crate::error::{ApiError, Problem, RequestError};
+use crate::middleware::redact::PathCredential;
 use crate::summaries::is_summary_id;
 
 /// A vendor's job-ended notification (CommBox `callback_url`).
@@ -36,14 +38,17 @@ use crate::summaries::is_summary_id;
 )]
 pub async fn vendor_callback(
     State(app): State<Arc<App>>,
-    Path((provider, token)): Path<(String, String)>,
+    // The token segment reads `REDACTED` here: the redaction layer moved it into `PathCredential`.
+    Path((provider, _redacted)): Path<(String, String)>,
+    token: Option<Extension<PathCredential>>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || RequestError::NotFound("no such callback".into());
     let provider = app.provider(&provider).ok_or_else(not_found)?;
     let expected = provider.callback_token().ok_or_else(not_found)?;
-    if !bool::from(expected.expose().as_bytes().ct_eq(token.as_bytes())) {
+    let given = token.map(|Extension(PathCredential(t))| t).ok_or_else(not_found)?;
+    if !bool::from(expected.expose().as_bytes().ct_eq(given.expose().as_bytes())) {
         tracing::warn!(provider = provider.name(), "vendor callback with a wrong token");
         return Err(not_found().into());
     }

@@ -107,7 +107,7 @@ pub async fn create_summary(
     let id = summary_id(provider.name(), &req);
     let (stored, cache) = app.summaries.get_or_create(provider, &id, req, callback).await?;
     let stored = match wait {
-        Some(wait) => app.summaries.wait_final(&id, stored, wait).await?,
+        Some(wait) => app.summaries.wait_final(&id, stored, bounded_wait(&app, wait)).await?,
         None => stored,
     };
     let mut response = summary_response(&stored, cache);
@@ -135,6 +135,12 @@ async fn callback_target(app: &App, caller: &Caller, url: &str) -> Result<Callba
         .into());
     }
     Ok(CallbackTarget { caller: caller.name.to_string(), url: checked.into() })
+}
+
+/// A wait that ends before `server.request_timeout` does, so a long-poll is
+/// answered with the current state rather than cut off with a 504.
+fn bounded_wait(app: &App, wait: Duration) -> Duration {
+    wait.min(app.config.server.request_timeout.saturating_sub(Duration::from_secs(1)))
 }
 
 /// Seconds a caller should wait before polling a pending summary: the provider's poll interval.
@@ -178,7 +184,7 @@ pub async fn get_summary(
         return Err(AuthError::Forbidden { provider: stored.provider.to_string() }.into());
     }
     let stored = match wait {
-        Some(secs) => app.summaries.wait_final(&id, stored, Duration::from_secs(secs)).await?,
+        Some(secs) => app.summaries.wait_final(&id, stored, bounded_wait(&app, Duration::from_secs(secs))).await?,
         None => stored,
     };
     let mut response = summary_response(&stored, CacheStatus::Hit);

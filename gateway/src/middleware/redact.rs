@@ -3,7 +3,9 @@
 //! `?access_token=<key>` is moved out of the URI into a request extension
 //! ([`QueryCredential`]) for the auth layer, and the URI keeps
 //! `access_token=REDACTED`, so the key cannot reach a span, a log line or an
-//! error. The `Authorization` header is marked sensitive by tower-http's
+//! error. Likewise the vendor callback token in `/callbacks/{provider}/{token}`
+//! moves into [`PathCredential`] and the path reads `.../REDACTED`. The
+//! `Authorization` header is marked sensitive by tower-http's
 //! `SetSensitiveRequestHeadersLayer` where the stack is assembled.
 
 use axum::extract::Request;
@@ -17,9 +19,16 @@ use url::form_urlencoded;
 #[derive(Clone)]
 pub struct QueryCredential(pub Secret<String>);
 
-const PARAM: &str = "access_token";
+/// The token of a vendor callback path, taken out of the URI.
+#[derive(Clone)]
+pub struct PathCredential(pub Secret<String>);
 
-/// Moves `access_token` from the query into [`QueryCredential`].
+const PARAM: &str = "access_token";
+const CALLBACKS: &str = "/callbacks/";
+const REDACTED: &str = "REDACTED";
+
+/// Moves `access_token` from the query into [`QueryCredential`], and a callback
+/// path's token into [`PathCredential`].
 pub async fn redact_query_credentials(mut req: Request, next: Next) -> Response {
     if let Some((credential, uri)) = req.uri().query().filter(|q| q.contains(PARAM)).and_then(|q| split(req.uri(), q)) {
         *req.uri_mut() = uri;
@@ -27,7 +36,43 @@ pub async fn redact_query_credentials(mut req: Request, next: Next) -> Response 
             req.extensions_mut().insert(QueryCredential(Secret::new(credential)));
         }
     }
+    if req.uri().path().starts_with(CALLBACKS)
+        && let Some((token, uri)) = split_callback(req.uri())
+    {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(PathCredential(Secret::new(token)));
+    }
     next.run(req).await
+}
+
+/// `/callbacks/{provider}/{token}...` → the token and the URI with `REDACTED` in its place.
+fn split_callback(uri: &Uri) -> Option<(String, Uri)> {
+    let rest = uri.path().strip_prefix(CALLBACKS)?;
+    let (provider, after) = rest.split_once('/')?;
+    let (token, tail) = after.split_once('/').map_or((after, ""), |(t, tail)| (t, tail));
+    if token.is_empty() || token == REDACTED {
+        return None;
+    }
+    let mut path_and_query = format!("{CALLBACKS}{provider}/{REDACTED}");
+    if !tail.is_empty() {
+        path_and_query.push('/');
+        path_and_query.push_str(tail);
+    }
+    if let Some(q) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    let token = percent_decode(token);
+    Some((token, Uri::from_parts(parts).ok()?))
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("t={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// The first `access_token` value and the URI with every one of them redacted.
@@ -60,5 +105,15 @@ mod tests {
         let (credential, redacted) = split(&uri, uri.query().unwrap()).unwrap();
         assert_eq!(credential.as_deref(), Some("s/ecret"));
         assert_eq!(redacted.to_string(), "/v1/summaries/sum_1?wait=5&access_token=REDACTED&x=1");
+    }
+
+    #[test]
+    fn takes_the_callback_token_out_of_the_path() {
+        let uri: Uri = "/callbacks/cb/tok-123_abc?id=sum_1".parse().unwrap();
+        let (token, redacted) = split_callback(&uri).unwrap();
+        assert_eq!(token, "tok-123_abc");
+        assert_eq!(redacted.to_string(), "/callbacks/cb/REDACTED?id=sum_1");
+        assert!(split_callback(&"/callbacks/cb".parse().unwrap()).is_none());
+        assert!(split_callback(&"/callbacks/cb/REDACTED".parse().unwrap()).is_none());
     }
 }
