@@ -124,3 +124,10 @@ fn reads_the_message_of_each_error_shape() {
         assert!(error_message(&body).unwrap().starts_with(expected), "{body:?}");
     }
 }
+
+#[test]
+fn every_language_the_adapter_sends_is_one_the_simulator_accepts() {
+    for (tag, name) in LANGUAGES {
+        assert!(super::simulator::LANGUAGES.contains(name), "{tag} → {name}");
+    }
+}
