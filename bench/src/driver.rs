@@ -1,4 +1,4 @@
-//! The run: starts the three server processes, runs the scenarios one after
+//! The run: starts the four server processes, runs the scenarios one after
 //! the other, prints a row for each, then the comparisons with the baselines
 //! and the verdict on each target.
 
@@ -18,11 +18,12 @@ use http_body_util::Full;
 use providers::yeastar::simulator::SimOptions;
 use serde_json::Value;
 
-use crate::load::{self, Check, Conn, LoadResult, Plan, Rate, Target};
+use crate::load::{self, Check, Conn, Latencies, LoadResult, Outcome, Plan, Rate, Target, Usage};
 use crate::num::{to_f64, to_u64};
 use crate::process::ServerProcess;
 use crate::procfs::{self, Sample};
 use crate::servers::{EXTENSION, leg_id};
+use crate::waiting::{self, FdLimit};
 
 /// What a run does (see `RunArgs` in main.rs for the defaults).
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct Settings {
     pub rounds: u32,
     /// Rounds of the closed-loop scenarios a, b, c (a, b, c, a, b, c, …).
     pub closed_rounds: u32,
+    /// Long-polls parked at once in scenario w.
+    pub waiters: usize,
     pub strict: bool,
 }
 
@@ -49,6 +52,8 @@ const HIT_CPU_TARGET_US: f64 = 12.0;
 const MISS_CPU_TARGET_US: f64 = 30.0;
 const P99_ADDED_TARGET_MS: f64 = 0.5;
 const RSS_TARGET_MB: f64 = 50.0;
+const WAITER_RSS_TARGET_KIB: f64 = 64.0;
+const IDLE_CPU_TARGET_MS: f64 = 50.0;
 
 /// The gateway's only key in the benchmark configuration.
 const KEY: &str = "sg-bench-key-0123456789abcdef";
@@ -56,6 +61,21 @@ const PROVIDER: &str = "pbx";
 /// The docs' example call leg, in the simulator's fixtures: the cache-hit request.
 const DOCS_LEG: &str = "20260513223234-3EE9E";
 const SIM_USER_AGENT: &str = "OpenAPI sg-bench";
+/// The CommBox provider of the benchmark configuration (scenario w).
+const COMMBOX_PROVIDER: &str = "cb";
+/// Its poll interval: how long after the simulator's release the gateway learns of it (jittered 2/3–5/3).
+const COMMBOX_POLL: &str = "100ms";
+/// The text of w's job: `[sim:hold]` keeps it pending until the simulator's release.
+const HELD_TEXT: &str = "[sim:hold] The caller asked why the March invoice was charged twice. The agent found a \
+    duplicate card payment in the billing history and refunded it. The caller thanked the agent and the ticket was closed.";
+/// The `wait` of w's long-polls, seconds (the gateway's maximum).
+const WAIT_SECS: u64 = 60;
+/// Before w's first RSS reading, after creating the held job.
+const SETTLE_BEFORE: Duration = Duration::from_millis(500);
+/// Longest wait for the gateway to settle once w's requests are written.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(15);
+/// w's idle window: the gateway's CPU time while the requests wait.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 pub fn run(settings: &Settings) -> ExitCode {
     let mut builder = if settings.driver_threads == 1 {
@@ -82,9 +102,11 @@ pub fn run(settings: &Settings) -> ExitCode {
     }
 }
 
-/// The three server processes and what the scenarios need from the warm-up.
+/// The four server processes and what the scenarios need from the warm-up.
 struct Servers {
     sim: ServerProcess,
+    /// The CommBox simulator (scenario w).
+    commbox: ServerProcess,
     gateway: ServerProcess,
     baseline: ServerProcess,
     /// The cached summary of the docs' example: the bytes the baseline answers with.
@@ -136,10 +158,12 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     let ticks = procfs::clock_ticks_per_second();
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let legs = Legs::plan(s);
-    print_header(s, ticks, legs.records);
+    // Before the servers start: they inherit it.
+    let fds = waiting::raise_fd_limit();
+    print_header(s, ticks, legs.records, &fds);
     let servers = start_servers(s, dir.path(), legs.records).await?;
 
-    let mut bench = Bench { s, ticks, rows: Vec::new() };
+    let mut bench = Bench { s, ticks, rows: Vec::new(), waiting: None };
     print_columns();
     let after_hits = run_hits(&mut bench, &servers).await?;
     run_vendor(&mut bench, &servers, &legs).await?;
@@ -149,10 +173,14 @@ async fn drive(s: &Settings) -> Result<bool, String> {
         stored: 1 + legs.warm + s.misses + load::scheduled(&legs.open, s.rounds),
         summary_bytes: servers.cached.len(),
     };
+    // Last: its thousands of connections must not count in the peak RSS judged
+    // above, nor in the RSS growth per stored summary.
+    run_waiting(&mut bench, &servers).await?;
     let driver_after = procfs::sample_self().map_err(|e| format!("/proc/self: {e}"))?;
     drop(servers);
 
     bench.print_comparisons(&memory);
+    bench.print_waiting();
     let targets_met = bench.print_targets(&memory);
     let clean = bench.rows.iter().all(|r| r.result.unexpected == 0 && r.result.failed == 0);
     if !clean {
@@ -171,14 +199,17 @@ async fn drive(s: &Settings) -> Result<bool, String> {
 /// Starts the simulator and the gateway, warms the cache hit, then starts the
 /// baseline with the cached bytes and gets a simulator token.
 async fn start_servers(s: &Settings, dir: &Path, records: u64) -> Result<Servers, String> {
-    progress(&format!("starting the simulator ({records} extra call legs), the gateway and the baseline"));
+    progress(&format!(
+        "starting the simulator ({records} extra call legs), the CommBox simulator, the gateway and the baseline"
+    ));
     let sim = ServerProcess::spawn(
         "simulator",
         &args(&["serve-sim", "--listen", "127.0.0.1:0", "--records", &records.to_string()]),
         &[],
     )?;
+    let commbox = ServerProcess::spawn("commbox-sim", &args(&["serve-commbox-sim", "--listen", "127.0.0.1:0"]), &[])?;
     let config = dir.join("gateway.yaml");
-    std::fs::write(&config, gateway_yaml(&sim.url(), s))
+    std::fs::write(&config, gateway_yaml(&sim.url(), &commbox.url(), s))
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut gateway_args = args(&["serve-gateway", "--config"]);
     gateway_args.push(config.into_os_string());
@@ -206,16 +237,18 @@ async fn start_servers(s: &Settings, dir: &Path, records: u64) -> Result<Servers
     let baseline = ServerProcess::spawn("baseline", &baseline_args, &[])?;
     let token = simulator_token(sim.addr).await?;
     progress(&format!(
-        "gateway {} (pid {}), simulator {} (pid {}), baseline {} (pid {}); cached summary {} bytes",
+        "gateway {} (pid {}), simulator {} (pid {}), CommBox simulator {} (pid {}), baseline {} (pid {}); cached summary {} bytes",
         gateway.addr,
         gateway.pid(),
         sim.addr,
         sim.pid(),
+        commbox.addr,
+        commbox.pid(),
         baseline.addr,
         baseline.pid(),
         cached.len()
     ));
-    Ok(Servers { sim, gateway, baseline, cached, id, token })
+    Ok(Servers { sim, commbox, gateway, baseline, cached, id, token })
 }
 
 /// a-c (closed loop) and e (open loop): the static answer and the cache hits.
@@ -289,6 +322,148 @@ async fn run_vendor(bench: &mut Bench<'_>, servers: &Servers, legs: &Legs) -> Re
     Ok(())
 }
 
+/// What scenario w measured, besides its row.
+struct Waiting {
+    /// `--waiters`, and the note if the open-files limit capped it.
+    requested: usize,
+    cap_note: Option<String>,
+    /// Requests parked (written) at once.
+    parked: usize,
+    /// The gateway with the held job only, and with the requests parked.
+    before: Sample,
+    after: Sample,
+    /// Time from the last request written to `after`, and whether the gateway had settled by then.
+    settled_after: Duration,
+    stable: bool,
+    /// The gateway's CPU time in the idle window while they waited.
+    idle_cpu: Duration,
+    idle_window: Duration,
+    /// Release → first and last expected answer.
+    first: Option<Duration>,
+    last: Option<Duration>,
+    /// The gateway's CPU time from the release to the last answer.
+    wake_cpu: Duration,
+    completed: u64,
+}
+
+impl Waiting {
+    fn bytes_per_request(&self) -> f64 {
+        waiting::bytes_per_request(self.before, self.after, self.parked)
+    }
+}
+
+/// w: `--waiters` long-polls parked on one CommBox job the simulator holds, then
+/// all woken by its end.
+async fn run_waiting(bench: &mut Bench<'_>, servers: &Servers) -> Result<(), String> {
+    let (gateway, commbox) = (&servers.gateway, &servers.commbox);
+    let limits = [std::process::id(), gateway.pid()]
+        .map(|pid| procfs::max_open_files(pid).map_err(|e| format!("/proc/{pid}/limits: {e}")));
+    let limits = limits.into_iter().collect::<Result<Vec<u64>, String>>()?;
+    let (n, cap_note) = waiting::usable_waiters(bench.s.waiters, &limits);
+    if let Some(note) = &cap_note {
+        progress(note);
+    }
+    let id = create_held_job(gateway.addr).await?;
+    tokio::time::sleep(SETTLE_BEFORE).await;
+    let before = gateway.sample()?;
+
+    let request = waiting::get_request(gateway.addr, &format!("/v1/summaries/{id}?wait={WAIT_SECS}"), KEY);
+    let parked = waiting::park(gateway.addr, &request, n);
+    let (written, _) = parked.all_written(Duration::from_secs(120)).await?;
+    let settled = waiting::settle(gateway.pid(), bench.ticks, SETTLE_AT_MOST).await?;
+    let idle_from = gateway.sample()?;
+    let idle_started = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_to = gateway.sample()?;
+    let idle_window = idle_started.elapsed();
+
+    let released = Instant::now();
+    release_held_jobs(commbox.addr).await?;
+    let answers = parked.answers().await;
+    let woken = gateway.sample()?;
+
+    let mut result = LoadResult { requests: u64::try_from(answers.len()).unwrap_or(u64::MAX), ..LoadResult::default() };
+    let mut latencies = Vec::with_capacity(answers.len());
+    let (mut first, mut last) = (None::<Duration>, None::<Duration>);
+    for answer in answers {
+        let outcome = match (answer.at, answer.outcome) {
+            (Some(at), Outcome::Expected) if at < released => {
+                Outcome::Unexpected("a completed answer before the release".to_owned())
+            }
+            (_, outcome) => outcome,
+        };
+        let since = answer.at.map(|at| at.saturating_duration_since(released));
+        match outcome {
+            Outcome::Expected => {
+                let since = since.unwrap_or_default();
+                first = Some(first.map_or(since, |f| f.min(since)));
+                last = Some(last.map_or(since, |l| l.max(since)));
+                latencies.push(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
+            }
+            Outcome::Unexpected(problem) => {
+                result.unexpected += 1;
+                result.problem.get_or_insert(problem);
+            }
+            Outcome::Failed(problem) => {
+                result.failed += 1;
+                result.problem.get_or_insert(problem);
+            }
+        }
+    }
+    let completed = u64::try_from(latencies.len()).unwrap_or(u64::MAX);
+    result.latencies = Latencies::from_unsorted(latencies);
+    result.elapsed = last.unwrap_or_else(|| released.elapsed()).max(Duration::from_millis(1));
+    result.usage = vec![Usage { ticks: woken.ticks.saturating_sub(idle_to.ticks), end: woken }];
+    let load = format!("{} parked", thousands(u64::try_from(n).unwrap_or(u64::MAX)));
+    bench.add("w", "gateway: GET /v1/summaries/{id}?wait=60", &load, result, &["gw"]);
+    bench.waiting = Some(Waiting {
+        requested: bench.s.waiters,
+        cap_note,
+        parked: written,
+        before,
+        after: settled.sample,
+        settled_after: settled.after,
+        stable: settled.stable,
+        idle_cpu: procfs::cpu_between(idle_from, idle_to, bench.ticks),
+        idle_window,
+        first,
+        last,
+        wake_cpu: procfs::cpu_between(idle_to, woken, bench.ticks),
+        completed,
+    });
+    Ok(())
+}
+
+/// `POST /v1/summaries` for the CommBox provider with a `[sim:hold]` text: 202
+/// and the id of a job that stays pending until the simulator's release.
+async fn create_held_job(addr: SocketAddr) -> Result<String, String> {
+    let body = serde_json::json!({"provider": COMMBOX_PROVIDER, "conversation": {"text": HELD_TEXT}}).to_string();
+    let request = json_post(&host(addr), &bearer(), "/v1/summaries", Bytes::from(body));
+    let (parts, answer) = Conn::open(addr).await?.exchange(request).await?;
+    if parts.status != StatusCode::ACCEPTED {
+        return Err(format!("the held CommBox job was answered {}, not 202: {}", parts.status, lossy(&answer)));
+    }
+    serde_json::from_slice::<Value>(&answer)
+        .ok()
+        .filter(|v| v["status"] == "pending")
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| format!("the held CommBox job's answer has no pending id: {}", lossy(&answer)))
+}
+
+/// `POST /_sim/release` on the CommBox simulator: its held jobs end (completed).
+async fn release_held_jobs(addr: SocketAddr) -> Result<(), String> {
+    let request = Request::post("/_sim/release")
+        .header(HOST, host(addr))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid release request");
+    let (parts, answer) = Conn::open(addr).await?.exchange(request).await?;
+    if parts.status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the CommBox simulator answered the release with {}: {}", parts.status, lossy(&answer)))
+    }
+}
+
 fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
 }
@@ -301,12 +476,14 @@ fn lossy(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()
 }
 
-fn gateway_yaml(sim_url: &str, s: &Settings) -> String {
+fn gateway_yaml(sim_url: &str, commbox_url: &str, s: &Settings) -> String {
     let sim = SimOptions::default();
+    let commbox = providers::commbox::simulator::SimOptions::default();
     let concurrency = s.connections.max(s.open_connections).max(256);
     format!(
         r"# Written by sg-bench: one key with a limit the load never reaches, one Yeastar
-# provider pointing at the simulator process.
+# provider pointing at the simulator process, one CommBox provider pointing at
+# the CommBox simulator process (scenario w).
 server:
   listen: 127.0.0.1:0
 auth:
@@ -322,9 +499,15 @@ providers:
     client_secret: {secret}
     timeout: 10s
     max_concurrency: {concurrency}
+  {COMMBOX_PROVIDER}:
+    type: commbox
+    base_url: {commbox_url}
+    token: {token}
+    poll_interval: {COMMBOX_POLL}
 ",
         id = sim.client_id,
         secret = sim.client_secret,
+        token = commbox.token,
     )
 }
 
@@ -461,6 +644,7 @@ struct Bench<'a> {
     s: &'a Settings,
     ticks: u64,
     rows: Vec<Row>,
+    waiting: Option<Waiting>,
 }
 
 struct Memory {
@@ -473,7 +657,7 @@ struct Memory {
     summary_bytes: usize,
 }
 
-fn print_header(s: &Settings, ticks: u64, records: u64) {
+fn print_header(s: &Settings, ticks: u64, records: u64, fds: &FdLimit) {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     println!("sg-bench: summary-gateway against baselines measured in the same run");
     println!(
@@ -497,6 +681,12 @@ fn print_header(s: &Settings, ticks: u64, records: u64) {
         s.vendor_open_seconds.as_secs_f64(),
         s.warmup.min(Duration::from_millis(250)).as_secs_f64(),
     );
+    println!(
+        "waiting requests (w): {} long-polls ?wait={WAIT_SECS} on one held CommBox job, a connection each, {:.0} s idle window; {}",
+        thousands(u64::try_from(s.waiters).unwrap_or(u64::MAX)),
+        IDLE_WINDOW.as_secs_f64(),
+        fds.describe()
+    );
 }
 
 fn micros(d: Duration) -> f64 {
@@ -511,7 +701,7 @@ fn megabytes(kib: u64) -> f64 {
     to_f64(kib) * 1024.0 / 1e6
 }
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -676,6 +866,64 @@ impl Bench<'_> {
         print!("{out}");
     }
 
+    /// Scenario w's own numbers, after the comparisons.
+    fn print_waiting(&self) {
+        let Some(w) = &self.waiting else { return };
+        let n = u64::try_from(w.parked).unwrap_or(u64::MAX);
+        let per = w.bytes_per_request();
+        let mut out = String::new();
+        let _ =
+            writeln!(out, "\nWaiting requests (w): {} long-polls parked at once on one held CommBox job", thousands(n));
+        if let Some(note) = &w.cap_note {
+            let _ = writeln!(out, "  NOTE: {note}");
+        } else if w.parked < w.requested {
+            let _ = writeln!(out, "  NOTE: only {} of {} requests could be sent", w.parked, w.requested);
+        }
+        let _ = writeln!(
+            out,
+            "  gateway RSS:               {:.1} MB with the held job only → {:.1} MB with them waiting ({}settled {:.1} s after the last was written)",
+            megabytes(w.before.rss_kib),
+            megabytes(w.after.rss_kib),
+            if w.stable { "" } else { "NOT " },
+            w.settled_after.as_secs_f64(),
+        );
+        let _ = writeln!(
+            out,
+            "                             = {per:.0} bytes ({:.1} KiB) of RSS per waiting request: the gateway's side of its",
+            per / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "                             connection (hyper's connection state and buffers) + the handler's future (its timer, its"
+        );
+        let _ = writeln!(
+            out,
+            "                             watch receiver); the kernel's socket memory is not in RSS, so a waiter costs the machine more"
+        );
+        let _ = writeln!(
+            out,
+            "  gateway CPU while waiting: {:.0} ms in a {:.1} s idle window (the job's poller asks the simulator every ~{COMMBOX_POLL} meanwhile)",
+            millis(w.idle_cpu),
+            w.idle_window.as_secs_f64(),
+        );
+        let show = |d: Option<Duration>| d.map_or_else(|| "—".to_owned(), |d| format!("{:.0} ms", millis(d)));
+        let _ = writeln!(
+            out,
+            "  release → answers:         first {}, last {}; {} of {} completed; gateway CPU {:.0} ms to wake and answer them ({:.0} µs each)",
+            show(w.first),
+            show(w.last),
+            thousands(w.completed),
+            thousands(n),
+            millis(w.wake_cpu),
+            micros(w.wake_cpu) / to_f64(n.max(1)),
+        );
+        let _ = writeln!(
+            out,
+            "                             (the first answer waits for the job's next poll, every 2/3–5/3 × {COMMBOX_POLL}; first → last is the fan-out)"
+        );
+        print!("{out}");
+    }
+
     /// What to read next to target `i`: the same run's baseline for it.
     fn target_note(&self, i: usize) -> Option<String> {
         match i {
@@ -709,6 +957,18 @@ impl Bench<'_> {
                     differences.get(differences.len() / 2).copied().unwrap_or(f64::NAN),
                 ))
             }
+            4 => self.waiting.as_ref().map(|w| {
+                format!(
+                    "(RSS {:.1} → {:.1} MB for {} parked requests; user-space memory only: the kernel's socket buffers are not in RSS)",
+                    megabytes(w.before.rss_kib),
+                    megabytes(w.after.rss_kib),
+                    thousands(u64::try_from(w.parked).unwrap_or(u64::MAX)),
+                )
+            }),
+            5 => Some(format!(
+                "(over {:.1} s; it includes the job's own polls of the CommBox simulator, every ~{COMMBOX_POLL})",
+                self.waiting.as_ref().map_or(f64::NAN, |w| w.idle_window.as_secs_f64())
+            )),
             _ => None,
         }
     }
@@ -732,6 +992,20 @@ impl Bench<'_> {
                 3,
             ),
             ("gateway peak RSS under load, store ~empty (a-c, e)", peak, RSS_TARGET_MB, "MB", 1),
+            (
+                "gateway RSS per waiting request (w)",
+                self.waiting.as_ref().map_or(f64::NAN, |w| w.bytes_per_request() / 1024.0),
+                WAITER_RSS_TARGET_KIB,
+                "KiB",
+                1,
+            ),
+            (
+                "gateway CPU while they wait, idle window (w)",
+                self.waiting.as_ref().map_or(f64::NAN, |w| millis(w.idle_cpu)),
+                IDLE_CPU_TARGET_MS,
+                "ms",
+                0,
+            ),
         ];
         println!("\nTargets");
         println!("  {:<50}{:>12}{:>12}   verdict", "", "value", "target");
@@ -795,10 +1069,13 @@ mod tests {
             driver_threads: 1,
             rounds: 1,
             closed_rounds: 1,
+            waiters: 10,
             strict: false,
         };
-        let config = gateway_config::Config::from_yaml(&gateway_yaml("http://127.0.0.1:9", &s), &|_| None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.providers.len(), 1);
+        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s);
+        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.providers.len(), 2);
+        assert!(config.providers.contains_key(COMMBOX_PROVIDER));
+        assert!(HELD_TEXT.chars().count() >= providers::commbox::MIN_TEXT_CHARS && HELD_TEXT.contains("[sim:hold]"));
     }
 }

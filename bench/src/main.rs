@@ -2,8 +2,9 @@
 //! baselines in the same run.
 //!
 //! `cargo run --release -p sg-bench [-- --quick | --seconds N | --strict]` starts
-//! three server processes — a static-answer baseline, the Yeastar simulator and
-//! the real gateway — by re-executing this binary in a server mode, drives load
+//! four server processes — a static-answer baseline, the Yeastar simulator, the
+//! CommBox simulator and the real gateway — by re-executing this binary in a
+//! server mode, drives load
 //! at them from this process, reads their CPU time and memory from `/proc`, and
 //! prints one row per scenario, then the comparisons and the targets. See
 //! `bench/README.md` for what each number means.
@@ -14,6 +15,7 @@ mod num;
 mod process;
 mod procfs;
 mod servers;
+mod waiting;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +59,14 @@ enum Mode {
         listen: SocketAddr,
         #[arg(long, default_value_t = 10_000)]
         records: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// The CommBox simulator (asynchronous jobs; `[sim:hold]` in a text holds its job until `POST /_sim/release`).
+    #[command(name = "serve-commbox-sim")]
+    CommBoxSim {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -113,10 +123,13 @@ struct RunArgs {
     /// Connections of the open-loop runs (a free one takes the next due request).
     #[arg(long, default_value_t = 32)]
     open_connections: usize,
+    /// Long-polls parked at once on one held CommBox job in scenario w, one connection each [default: 2000; --quick: 1000].
+    #[arg(long)]
+    waiters: Option<usize>,
     /// Worker threads of the load generator (1: it uses at most one core).
     #[arg(long, default_value_t = 1)]
     driver_threads: usize,
-    /// Short runs, about 20 s in all (a full run takes about 90 s).
+    /// Short runs, about 25 s in all (a full run takes about 95 s).
     #[arg(long)]
     quick: bool,
     /// Exit with status 1 if a target is missed or a scenario got unexpected answers.
@@ -152,6 +165,7 @@ impl RunArgs {
             driver_threads: self.driver_threads.max(1),
             rounds: self.rounds.unwrap_or(if self.quick { 3 } else { 10 }).max(1),
             closed_rounds: self.closed_rounds.unwrap_or(if self.quick { 1 } else { 4 }).max(1),
+            waiters: self.waiters.unwrap_or(if self.quick { 1_000 } else { 2_000 }).max(1),
             strict: self.strict,
         })
     }
@@ -171,6 +185,7 @@ fn main() -> ExitCode {
             servers::serve_baseline(listen, body_file.as_deref(), serve.exit_with_stdin)
         }
         Some(Mode::Sim { listen, records, serve }) => servers::serve_sim(listen, records, serve.exit_with_stdin),
+        Some(Mode::CommBoxSim { listen, serve }) => servers::serve_commbox_sim(listen, serve.exit_with_stdin),
         Some(Mode::Gateway { config, serve }) => servers::serve_gateway(&config, serve.exit_with_stdin),
     }
 }

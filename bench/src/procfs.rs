@@ -60,6 +60,19 @@ pub fn ticks_to_time(ticks: u64, ticks_per_second: u64) -> Duration {
     Duration::from_nanos(ticks.saturating_mul(nanos_per_tick))
 }
 
+/// The soft limit on open file descriptors of a process (`Max open files` in
+/// `/proc/<pid>/limits`; `unlimited` is `u64::MAX`).
+pub fn max_open_files(pid: u32) -> io::Result<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    soft_open_files(&limits)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/limits")))
+}
+
+fn soft_open_files(limits: &str) -> Option<u64> {
+    let soft = limits.lines().find_map(|line| line.strip_prefix("Max open files"))?.split_whitespace().next()?;
+    if soft == "unlimited" { Some(u64::MAX) } else { soft.parse().ok() }
+}
+
 /// `utime + stime` from the text of `/proc/<pid>/stat`.
 fn stat_ticks(stat: &str) -> Option<u64> {
     // Field 2 (comm) is in parentheses and may itself contain spaces and ')':
@@ -96,6 +109,19 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_open_files_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63711                63711                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(soft_open_files(limits), Some(1024));
+        assert_eq!(
+            soft_open_files("Max open files            unlimited            unlimited            files"),
+            Some(u64::MAX)
+        );
+        assert_eq!(soft_open_files("Max processes 10 10"), None);
+    }
+
+    #[test]
     fn converts_ticks_to_time() {
         let before = Sample { ticks: 100, ..Sample::default() };
         let after = Sample { ticks: 350, ..Sample::default() };
@@ -108,5 +134,6 @@ mod tests {
     fn reads_this_process() {
         let s = sample_self().unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib, "{s:?}");
+        assert!(max_open_files(std::process::id()).unwrap() > 0);
     }
 }

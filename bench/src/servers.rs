@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use gateway_config::Config;
+use providers::commbox::simulator::{CommBoxSimulator, SimOptions as CommBoxOptions};
 use providers::yeastar::simulator::{RecordState, SimOptions, SimRecord, YeastarSimulator, fixture_records};
 use serde_json::Value;
 use summary_gateway::{App, telemetry};
@@ -179,6 +180,24 @@ fn bench_records(count: u64) -> impl Iterator<Item = SimRecord> {
             state: RecordState::Ready,
             summary,
         }
+    })
+}
+
+// ---------------------------------------------------------------- CommBox simulator
+
+/// `serve-commbox-sim`: the CommBox simulator (default token `demo-commbox-token`),
+/// its actions final as soon as they are polled (`processing` zero) — except the
+/// ones whose text holds `[sim:hold]`, which stay `Pending` until
+/// `POST /_sim/release`. Scenario w parks its long-polls on such a job.
+pub fn serve_commbox_sim(listen: SocketAddr, exit_with_stdin: bool) -> ExitCode {
+    block_on("serve-commbox-sim", async move {
+        let (listener, _) = bind(listen).await?;
+        let options = CommBoxOptions { processing: std::time::Duration::ZERO, ..CommBoxOptions::default() };
+        let running = CommBoxSimulator::new(options).serve_on(listener).map_err(|e| format!("cannot serve: {e}"))?;
+        announce(running.addr);
+        stop_signal(exit_with_stdin).await;
+        drop(running);
+        Ok(())
     })
 }
 
