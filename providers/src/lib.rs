@@ -17,6 +17,7 @@ pub mod content;
 pub mod error;
 pub mod language;
 pub mod outbound;
+pub mod sim_hooks;
 pub mod yeastar;
 
 pub use adapter::{Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started, SummaryRequest};

@@ -55,6 +55,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+use crate::sim_hooks::{self, SimControls};
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
@@ -325,8 +327,8 @@ impl CommBoxSimulator {
         Router::new()
             .route(SUMMARY_PATH, post(submit).get(poll))
             .route("/_sim/stats", get(stats))
-            .route("/_sim/clock", post(advance_clock))
-            .route("/_sim/latency", post(set_latency))
+            .route("/_sim/clock", post(sim_hooks::advance_clock::<Self>))
+            .route("/_sim/latency", post(sim_hooks::set_latency::<Self>))
             .route("/_sim/fail_next", post(fail_next))
             .route("/_sim/release", post(release))
             .fallback(not_found_route)
@@ -611,24 +613,14 @@ async fn stats(State(sim): State<CommBoxSimulator>) -> Json<SimStats> {
     Json(sim.stats())
 }
 
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: u64,
-}
+impl SimControls for CommBoxSimulator {
+    fn advance(&self, by: Duration) {
+        Self::advance(self, by);
+    }
 
-async fn advance_clock(State(sim): State<CommBoxSimulator>, Json(a): Json<Advance>) -> StatusCode {
-    sim.advance(Duration::from_secs(a.advance_secs));
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Latency {
-    millis: u64,
-}
-
-async fn set_latency(State(sim): State<CommBoxSimulator>, Json(l): Json<Latency>) -> StatusCode {
-    sim.set_latency(Duration::from_millis(l.millis));
-    StatusCode::NO_CONTENT
+    fn set_latency(&self, latency: Duration) {
+        Self::set_latency(self, latency);
+    }
 }
 
 #[derive(Deserialize)]

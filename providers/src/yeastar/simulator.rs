@@ -36,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::sim_hooks::{self, SimControls};
+
 /// How the simulated PBX is set up.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -222,8 +224,8 @@ impl YeastarSimulator {
             .route("/openapi/v1.0/del_token", get(del_token))
             .route("/openapi/v2.0/cdr/getaisummary", get(get_ai_summary))
             .route("/_sim/stats", get(stats))
-            .route("/_sim/clock", post(advance_clock))
-            .route("/_sim/latency", post(set_latency))
+            .route("/_sim/clock", post(sim_hooks::advance_clock::<Self>))
+            .route("/_sim/latency", post(sim_hooks::set_latency::<Self>))
             .route("/_sim/records", post(add_record))
             .fallback(no_such_interface)
             .with_state(self.clone())
@@ -424,24 +426,14 @@ async fn stats(State(sim): State<YeastarSimulator>) -> Json<SimStats> {
     Json(sim.stats())
 }
 
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: u64,
-}
+impl SimControls for YeastarSimulator {
+    fn advance(&self, by: Duration) {
+        Self::advance(self, by);
+    }
 
-async fn advance_clock(State(sim): State<YeastarSimulator>, Json(a): Json<Advance>) -> StatusCode {
-    sim.advance(Duration::from_secs(a.advance_secs));
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Latency {
-    millis: u64,
-}
-
-async fn set_latency(State(sim): State<YeastarSimulator>, Json(l): Json<Latency>) -> StatusCode {
-    sim.set_latency(Duration::from_millis(l.millis));
-    StatusCode::NO_CONTENT
+    fn set_latency(&self, latency: Duration) {
+        Self::set_latency(self, latency);
+    }
 }
 
 async fn add_record(State(sim): State<YeastarSimulator>, Json(r): Json<SimRecord>) -> StatusCode {

@@ -1,0 +1,40 @@
+//! Test hooks every simulator shares, under `/_sim/` (not part of any vendor's API):
+//! `POST /_sim/clock {"advance_secs"}` moves the simulator's own clock,
+//! `POST /_sim/latency {"millis"}` sets the delay before its vendor answers.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+/// What a simulator offers the shared hooks.
+pub trait SimControls: Clone + Send + Sync + 'static {
+    /// Moves the simulator's clock forward (token and result expiry).
+    fn advance(&self, by: Duration);
+    /// The vendor's own time before each answer.
+    fn set_latency(&self, latency: Duration);
+}
+
+#[derive(Deserialize)]
+pub struct Advance {
+    advance_secs: u64,
+}
+
+#[derive(Deserialize)]
+pub struct Latency {
+    millis: u64,
+}
+
+/// `POST /_sim/clock`.
+pub async fn advance_clock<S: SimControls>(State(sim): State<S>, Json(a): Json<Advance>) -> StatusCode {
+    sim.advance(Duration::from_secs(a.advance_secs));
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /_sim/latency`.
+pub async fn set_latency<S: SimControls>(State(sim): State<S>, Json(l): Json<Latency>) -> StatusCode {
+    sim.set_latency(Duration::from_millis(l.millis));
+    StatusCode::NO_CONTENT
+}
