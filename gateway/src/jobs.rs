@@ -83,16 +83,11 @@ impl Summaries {
     }
 
     async fn poll_job(&self, job: Job, provider: &Arc<Provider>, nudge: &Notify) {
-        let default_policy;
-        let policy = if let Some(p) = provider.job_policy() {
-            p
-        } else {
-            default_policy = JobPolicy {
-                poll_interval: Duration::from_secs(3),
-                poll_backoff_max: Duration::from_secs(60),
-                job_timeout: Duration::from_secs(1800),
-            };
-            &default_policy
+        let Some(policy) = provider.job_policy() else {
+            // Only providers with a job policy start jobs; a stored job of a provider
+            // reconfigured as another type cannot be polled.
+            tracing::warn!(summary_id = %job.id, provider = %job.provider, "the job's provider no longer runs jobs");
+            return;
         };
         let deadline = instant_of(job.deadline_ms);
         let mut failures = 0_u32;

@@ -209,14 +209,10 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
+        // The innermost cause says why (refused, no public address, ...); it carries no URL.
         use std::error::Error as _;
-        let mut cause = e.source();
-        let mut text = "could not connect".to_owned();
-        while let Some(c) = cause {
-            text = format!("could not connect: {c}");
-            cause = c.source();
-        }
-        text
+        let root = std::iter::successors(e.source(), |c| (*c).source()).last();
+        root.map_or_else(|| "could not connect".to_owned(), |c| format!("could not connect: {c}"))
     } else {
         "the connection failed".into()
     }

@@ -1,13 +1,33 @@
-//! Test hooks every simulator shares, under `/_sim/` (not part of any vendor's API):
+//! What every simulator shares: serving its router in the background
+//! ([`serve`]), and test hooks under `/_sim/` (not part of any vendor's API):
 //! `POST /_sim/clock {"advance_secs"}` moves the simulator's own clock,
 //! `POST /_sim/latency {"millis"}` sets the delay before its vendor answers.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Json, Router};
 use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Serves `router` on a bound listener in a background task; `name` is for the log
+/// line if serving stops with an error.
+pub fn serve(
+    listener: TcpListener,
+    router: Router,
+    name: &'static str,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, simulator = name, "simulator stopped");
+        }
+    });
+    Ok((addr, task))
+}
 
 /// What a simulator offers the shared hooks.
 pub trait SimControls: Clone + Send + Sync + 'static {

@@ -312,13 +312,7 @@ impl CommBoxSimulator {
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let addr = listener.local_addr()?;
-        let router = self.router();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "commbox simulator stopped");
-            }
-        });
+        let (addr, task) = sim_hooks::serve(listener, self.router(), "commbox")?;
         Ok(RunningSimulator { addr, sim: self, task })
     }
 

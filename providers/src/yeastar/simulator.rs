@@ -206,13 +206,7 @@ impl YeastarSimulator {
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let addr = listener.local_addr()?;
-        let router = self.router();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "yeastar simulator stopped");
-            }
-        });
+        let (addr, task) = sim_hooks::serve(listener, self.router(), "yeastar")?;
         Ok(RunningSimulator { addr, sim: self, task })
     }
 
