@@ -19,6 +19,11 @@ pub struct StoreConfig {
     /// How long failed results are served from the store.
     #[serde(with = "humantime_serde")]
     pub failure_ttl: Duration,
+    /// How long the questions asked about a conversation (and their answers) are
+    /// kept. A question asked again within it is answered from the store without
+    /// spending the vendor's per-interaction allowance.
+    #[serde(with = "humantime_serde")]
+    pub question_ttl: Duration,
     /// Embedded store only: the summaries kept take at most about this many bytes
     /// of memory (least recently used go first).
     pub max_bytes: u64,
@@ -30,6 +35,7 @@ impl Default for StoreConfig {
             redis_url: None,
             summary_ttl: Duration::from_secs(12 * 3600),
             failure_ttl: Duration::from_secs(60),
+            question_ttl: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 32 * 1024 * 1024,
         }
     }

@@ -198,9 +198,12 @@ fn the_example_configs_load() {
         ("PBX_CLIENT_ID", "id"),
         ("PBX_CLIENT_SECRET", "secret"),
         ("REPORTING_API_KEY", "r"),
+        ("ANALYTICS_UI_KEY", "a"),
+        ("ELEVATEAI_TOKEN", "e"),
     ]);
     for (name, yaml) in [
         ("commbox.yaml", include_str!("../examples/commbox.yaml")),
+        ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
         ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
     ] {
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
@@ -211,4 +214,24 @@ fn the_example_configs_load() {
     assert_eq!(c.poll_interval, Duration::from_secs(3));
     assert!(c.resolved_callback_token.is_some());
     assert!(config.auth.keys["crm"].resolved_webhook_secret.is_some());
+}
+
+#[test]
+fn elevateai_defaults_to_the_vendors_concurrency_limit() {
+    let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  a:\n    type: elevateai\n    base_url: https://api.elevateai.com\n    token: t\n  b:\n    type: elevateai\n    base_url: https://api.elevateai.com\n    token: t\n    max_concurrency: 4\n    variant: standard\n    mappings: { topics: { items: \"$.subjects[*]\" } }\n";
+    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    assert_eq!(config.providers["a"].common.max_concurrency, crate::ELEVATEAI_ACCOUNT_CONCURRENCY);
+    assert_eq!(config.providers["b"].common.max_concurrency, 4);
+    assert_eq!(config.providers["b"].common.mappings["topics"]["items"], "$.subjects[*]");
+    let VendorConfig::ElevateAi(b) = &config.providers["b"].vendor else { panic!("not elevateai") };
+    assert_eq!(b.variant, crate::ElevateAiVariant::Standard);
+    let errors = Config::from_yaml(
+        "auth: { keys: { t: { key: k } } }\nproviders:\n  a:\n    type: elevateai\n    variant: fancy\n",
+        &|_| None,
+    )
+    .unwrap_err();
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    for path in ["providers.a.variant", "providers.a.base_url", "providers.a.token_env"] {
+        assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
+    }
 }

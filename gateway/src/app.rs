@@ -30,6 +30,7 @@ use crate::middleware::rate_limit::RateLimitLayer;
 use crate::middleware::redact::redact_query_credentials;
 use crate::middleware::request_id::MakeId;
 use crate::middleware::trace::RequestSpan;
+use crate::questions::Questions;
 use crate::store::{MemoryStore, Store};
 use crate::summaries::Summaries;
 use crate::webhooks::Webhooks;
@@ -40,6 +41,8 @@ pub struct App {
     /// Provider name → provider.
     pub providers: BTreeMap<String, Arc<Provider>>,
     pub summaries: Arc<Summaries>,
+    /// Questions about conversations and their ledger.
+    pub questions: Arc<Questions>,
     /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
     pub webhooks: Arc<Webhooks>,
     pub keys: Arc<Keys>,
@@ -52,8 +55,9 @@ pub struct App {
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("providers.{0}.{1}")]
-    Provider(String, String),
+    /// Problems only the adapter can see, each with its path under `providers.<name>`.
+    #[error("{}", .1.iter().map(|e| format!("providers.{}.{e}", .0)).collect::<Vec<_>>().join("\n"))]
+    Provider(String, Vec<String>),
     #[error("{0}")]
     Webhooks(String),
 }
@@ -71,6 +75,7 @@ impl App {
         let webhooks =
             Webhooks::new(&config, store, Arc::clone(&summaries.outbox_wake)).map_err(InitError::Webhooks)?;
         Ok(Arc::new(Self {
+            questions: Arc::new(Questions::new(Arc::clone(summaries.store()), config.store.question_ttl)),
             summaries,
             webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),

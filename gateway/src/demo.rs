@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use gateway_config::Config;
 use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
+use providers::elevateai::simulator::{self as elevateai, ElevateAiSimulator};
 use providers::yeastar::simulator::{self as yeastar, YeastarSimulator};
 
 /// The demo's API key. Local use only: it is in the source.
@@ -14,6 +15,7 @@ pub const DEMO_KEY: &str = "demo-key";
 pub struct Simulators {
     pub yeastar: yeastar::RunningSimulator,
     pub commbox: commbox::RunningSimulator,
+    pub elevateai: elevateai::RunningSimulator,
 }
 
 /// The demo configuration, with the simulators' addresses filled in.
@@ -21,7 +23,8 @@ pub fn config(listen: SocketAddr, sims: &Simulators) -> Result<Config, gateway_c
     let yaml = include_str!("../../config/examples/demo.yaml")
         .replace("${LISTEN}", &listen.to_string())
         .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
-        .replace("${COMMBOX_URL}", &sims.commbox.base_url());
+        .replace("${COMMBOX_URL}", &sims.commbox.base_url())
+        .replace("${ELEVATEAI_URL}", &sims.elevateai.base_url());
     Config::from_yaml(&yaml, &gateway_config::process_env)
 }
 
@@ -30,6 +33,7 @@ pub async fn start_simulators() -> std::io::Result<Simulators> {
     Ok(Simulators {
         yeastar: YeastarSimulator::start(yeastar::SimOptions::default()).await?,
         commbox: CommBoxSimulator::start(commbox::SimOptions::default()).await?,
+        elevateai: ElevateAiSimulator::start(elevateai::SimOptions::default()).await?,
     })
 }
 
@@ -37,7 +41,7 @@ pub async fn start_simulators() -> std::io::Result<Simulators> {
 pub fn banner(addr: SocketAddr) -> String {
     format!(
         r#"
-summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar and CommBox simulators)
+summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar, CommBox and ElevateAI simulators)
 
   # Yeastar (synchronous): a call leg's summary
   curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {DEMO_KEY}' \
@@ -49,10 +53,21 @@ summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar and C
        -H 'Content-Type: application/json' -H 'Prefer: wait=10' \
        -d '{{"provider":"commbox-demo","language":"en","conversation":{{"text":"Agent: Good morning, Acme support. Client: Hi, my March invoice was charged twice and I would like the duplicate refunded. Agent: I see it, I have refunded the duplicate charge."}}}}'
 
+  # ElevateAI: any kind of an interaction (summary, details, action_items, coaching, topics, composition)
+  curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {DEMO_KEY}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"provider":"elevateai-demo","kind":"details","conversation":{{"id":"{call}"}}}}'
+
+  # ...and a question about it (5 per interaction; a repeated one is answered from the store)
+  curl -s http://{addr}/v1/questions -H 'Authorization: Bearer {DEMO_KEY}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"provider":"elevateai-demo","conversation":{{"id":"{call}"}},"question":"Was the customer refunded?"}}'
+
   curl -s http://{addr}/v1/providers?access_token={DEMO_KEY}
   curl -s http://{addr}/openapi.json
 
 Ctrl-C stops it.
-"#
+"#,
+        call = elevateai::BILLING_CALL,
     )
 }

@@ -7,6 +7,8 @@
 //! - [`middleware`]: the gateway's own layers (redaction, auth, rate limit, problem+json, span).
 //! - [`api`]: handlers and the OpenAPI document generated with them.
 //! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly, waiting.
+//! - [`questions`]: questions about a conversation, answered once and kept (vendor allowance).
+//! - [`single_flight`]: one piece of work per key in this process, joined by identical requests.
 //! - [`jobs`]: polling asynchronous vendor jobs in the background until they end.
 //! - [`waiters`]: long-polls woken by a job's end.
 //! - [`webhooks`]: signed deliveries to callers' `callback_url`s from the outbox.
@@ -25,6 +27,8 @@ pub mod demo;
 pub mod error;
 pub mod jobs;
 pub mod middleware;
+pub mod questions;
+pub mod single_flight;
 pub mod store;
 pub mod summaries;
 pub mod telemetry;

@@ -64,6 +64,17 @@ enum Simulator {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         processing: std::time::Duration,
     },
+    /// ElevateAI gen-AI results (`/v1/interactions/...`), seeded with two processed interactions.
+    Elevateai {
+        #[arg(long, default_value = "127.0.0.1:9003")]
+        listen: SocketAddr,
+        /// The API token it accepts (`X-API-Token`).
+        #[arg(long, default_value = "demo-elevateai-token")]
+        token: String,
+        /// Gen-AI requests in flight at once before it answers 429 (the account limit).
+        #[arg(long, default_value_t = 10)]
+        max_concurrent: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,12 +92,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(cli.config).await,
             Command::CheckConfig { print } => check_config(cli.config, print),
             Command::Demo { listen } => run_demo(listen).await,
-            Command::Simulate { vendor: Simulator::Yeastar { listen, client_id, client_secret } } => {
-                simulate_yeastar(listen, client_id, client_secret).await
-            }
-            Command::Simulate { vendor: Simulator::Commbox { listen, token, processing } } => {
-                simulate_commbox(listen, token, processing).await
-            }
+            Command::Simulate { vendor } => simulate(vendor).await,
         }
     })
 }
@@ -111,9 +117,11 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
             // What only the adapters can check (a vendor's languages, header-safe tokens).
             let mut problems = 0;
             for (name, provider) in &config.providers {
-                if let Err(e) = providers::Provider::from_config(provider) {
-                    eprintln!("providers.{name}.{e}");
-                    problems += 1;
+                if let Err(errors) = providers::Provider::from_config(provider) {
+                    for e in &errors {
+                        eprintln!("providers.{name}.{e}");
+                    }
+                    problems += errors.len();
                 }
             }
             if problems > 0 {
@@ -189,8 +197,14 @@ async fn run_demo(listen: SocketAddr) -> ExitCode {
     code
 }
 
-async fn simulate_commbox(listen: SocketAddr, token: String, processing: std::time::Duration) -> ExitCode {
-    use providers::commbox::simulator::{CommBoxSimulator, SimOptions};
+/// Runs one vendor simulator until SIGTERM/SIGINT.
+async fn simulate(vendor: Simulator) -> ExitCode {
+    use providers::{commbox, elevateai, yeastar};
+    let (name, listen) = match &vendor {
+        Simulator::Yeastar { listen, .. } => ("yeastar", *listen),
+        Simulator::Commbox { listen, .. } => ("commbox", *listen),
+        Simulator::Elevateai { listen, .. } => ("elevateai", *listen),
+    };
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -198,34 +212,28 @@ async fn simulate_commbox(listen: SocketAddr, token: String, processing: std::ti
             return ExitCode::FAILURE;
         }
     };
-    let sim = CommBoxSimulator::new(SimOptions { token, processing, ..SimOptions::default() });
-    match sim.serve_on(listener) {
-        Ok(running) => {
-            tracing::info!(addr = %running.addr, "commbox simulator listening");
-            shutdown_signal().await;
-            ExitCode::SUCCESS
+    // Each running simulator stops when dropped: keep it until the signal.
+    let running: std::io::Result<(SocketAddr, Box<dyn std::any::Any + Send>)> = match vendor {
+        Simulator::Yeastar { client_id, client_secret, .. } => {
+            let options = yeastar::simulator::SimOptions { client_id, client_secret, ..Default::default() };
+            yeastar::simulator::YeastarSimulator::new(options).serve_on(listener).map(|r| (r.addr, Box::new(r) as _))
         }
-        Err(e) => {
-            eprintln!("summary-gateway: {e}");
-            ExitCode::FAILURE
+        Simulator::Commbox { token, processing, .. } => {
+            let options = commbox::simulator::SimOptions { token, processing, ..Default::default() };
+            commbox::simulator::CommBoxSimulator::new(options).serve_on(listener).map(|r| (r.addr, Box::new(r) as _))
         }
-    }
-}
-
-async fn simulate_yeastar(listen: SocketAddr, client_id: String, client_secret: String) -> ExitCode {
-    use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
-    let listener = match TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("summary-gateway: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
+        Simulator::Elevateai { token, max_concurrent, .. } => {
+            let options = elevateai::simulator::SimOptions { token, max_concurrent, ..Default::default() };
+            elevateai::simulator::ElevateAiSimulator::new(options)
+                .serve_on(listener)
+                .map(|r| (r.addr, Box::new(r) as _))
         }
     };
-    let sim = YeastarSimulator::new(SimOptions { client_id, client_secret, ..SimOptions::default() });
-    match sim.serve_on(listener) {
-        Ok(running) => {
-            tracing::info!(addr = %running.addr, "yeastar simulator listening");
+    match running {
+        Ok((addr, running)) => {
+            tracing::info!(%addr, simulator = name, "simulator listening");
             shutdown_signal().await;
+            drop(running);
             ExitCode::SUCCESS
         }
         Err(e) => {

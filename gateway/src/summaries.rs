@@ -6,12 +6,10 @@
 //! `GET /v1/summaries/{id}` needs no lookup table.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use gateway_config::Config;
 use providers::{Completed, Provider, Started, Status, Summary, SummaryRequest};
 use sha2::{Digest, Sha256};
@@ -20,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::error::ApiError;
+use crate::single_flight::SingleFlight;
 use crate::store::{CallbackTarget, Job, Store, StoredSummary, unix_ms};
 use crate::waiters::Waiters;
 
@@ -30,8 +29,6 @@ pub enum CacheStatus {
     Miss,
 }
 
-type Flight = Shared<BoxFuture<'static, Result<StoredSummary, ApiError>>>;
-
 /// How long a pending resource outlives its job's deadline in the store, so a
 /// job whose poller vanished is eventually forgotten rather than pending forever.
 const PENDING_GRACE: Duration = Duration::from_secs(10 * 60);
@@ -39,7 +36,7 @@ const PENDING_GRACE: Duration = Duration::from_secs(10 * 60);
 /// The summary service shared by all handlers and background tasks.
 pub struct Summaries {
     pub(crate) store: Arc<dyn Store>,
-    inflight: Mutex<HashMap<String, Flight>>,
+    flights: SingleFlight<StoredSummary>,
     pub(crate) summary_ttl: Duration,
     pub(crate) failure_ttl: Duration,
     /// Requests waiting for a pending summary.
@@ -90,7 +87,7 @@ impl Summaries {
     pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
         Self {
             store,
-            inflight: Mutex::new(HashMap::new()),
+            flights: SingleFlight::default(),
             summary_ttl: config.store.summary_ttl,
             failure_ttl: config.store.failure_ttl,
             waiters: Waiters::default(),
@@ -169,36 +166,17 @@ impl Summaries {
         provider: &Arc<Provider>,
         req: SummaryRequest,
     ) -> Result<StoredSummary, ApiError> {
-        let flight = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(flight) = inflight.get(id) {
-                flight.clone()
-            } else {
-                let flight = self.start_flight(id.to_owned(), Arc::clone(provider), req);
-                inflight.insert(id.to_owned(), flight.clone());
-                flight
-            }
-        };
-        flight.await
-    }
-
-    /// Runs the vendor call in its own task, so a caller that goes away does not
-    /// cancel it for the others waiting on the same flight.
-    fn start_flight(self: &Arc<Self>, id: String, provider: Arc<Provider>, req: SummaryRequest) -> Flight {
-        let this = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            // Another flight may have stored it between our store miss and taking the
-            // in-flight lock: look once more before calling the vendor.
-            let result = match this.store.get_summary(&id).await {
-                Ok(Some(hit)) => Ok(hit),
-                _ => this.start(&id, &provider, req).await,
-            };
-            this.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            result
-        });
-        async move { task.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("summary task failed: {e}")))) }
-            .boxed()
-            .shared()
+        let (this, provider, owned_id) = (Arc::clone(self), Arc::clone(provider), id.to_owned());
+        self.flights
+            .run(id, move || async move {
+                // Another flight may have stored it between our store miss and
+                // joining: look once more before calling the vendor.
+                match this.store.get_summary(&owned_id).await {
+                    Ok(Some(hit)) => Ok(hit),
+                    _ => this.start(&owned_id, &provider, req).await,
+                }
+            })
+            .await
     }
 
     /// Starts the summary at the vendor: stores a synchronous result, or records

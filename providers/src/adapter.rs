@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::canonical::{Content, Conversation, Kind, Participant};
 use crate::commbox::CommBox;
+use crate::elevateai::ElevateAi;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::yeastar::Yeastar;
 
@@ -65,6 +66,25 @@ pub struct JobFailure {
     pub vendor: VendorDetail,
 }
 
+/// What asking a question gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Asked {
+    Answered(String),
+    /// The vendor could not answer it; it still counts against the allowance.
+    Failed(JobFailure),
+    /// The vendor's per-interaction allowance is spent.
+    LimitReached(VendorDetail),
+}
+
+/// A question the vendor lists as asked about an interaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskedQuestion {
+    pub question: String,
+    /// `None`: the vendor could not answer it.
+    pub answer: Option<String>,
+    pub asked_at: Option<SystemTime>,
+}
+
 /// How the gateway runs an asynchronous provider's jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPolicy {
@@ -104,15 +124,19 @@ pub struct Provider {
 #[allow(clippy::large_enum_variant, reason = "one per configured provider, built once and shared behind an Arc")]
 enum Adapter {
     CommBox(CommBox),
+    ElevateAi(ElevateAi),
     Yeastar(Yeastar),
 }
 
 impl Provider {
-    /// Builds the adapter of a configured provider (clients, token state).
-    pub fn from_config(config: &ProviderConfig) -> Result<Self, String> {
+    /// Builds the adapter of a configured provider (clients, token state,
+    /// compiled mappings). Errors are every problem found, each with its path
+    /// under the provider (`mappings.topics.items: ...`).
+    pub fn from_config(config: &ProviderConfig) -> Result<Self, Vec<String>> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let adapter = match &config.vendor {
             VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c)?),
+            VendorConfig::ElevateAi(e) => Adapter::ElevateAi(ElevateAi::new(Arc::clone(&name), &config.common, e)?),
             VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y)?),
         };
         Ok(Self { name, adapter })
@@ -126,14 +150,16 @@ impl Provider {
     pub const fn type_name(&self) -> &'static str {
         match self.adapter {
             Adapter::CommBox(_) => "commbox",
+            Adapter::ElevateAi(_) => "elevateai",
             Adapter::Yeastar(_) => "yeastar",
         }
     }
 
     /// The kinds it can produce.
     pub const fn kinds(&self) -> &'static [Kind] {
-        match self.adapter {
+        match &self.adapter {
             Adapter::CommBox(_) => CommBox::KINDS,
+            Adapter::ElevateAi(e) => e.kinds(),
             Adapter::Yeastar(_) => Yeastar::KINDS,
         }
     }
@@ -141,13 +167,14 @@ impl Provider {
     pub const fn input(&self) -> Input {
         match self.adapter {
             Adapter::CommBox(_) => Input::Text,
-            Adapter::Yeastar(_) => Input::Reference,
+            Adapter::ElevateAi(_) | Adapter::Yeastar(_) => Input::Reference,
         }
     }
 
     /// Whether `POST /v1/questions` works with it.
     pub const fn questions(&self) -> bool {
         match self.adapter {
+            Adapter::ElevateAi(_) => true,
             Adapter::CommBox(_) | Adapter::Yeastar(_) => false,
         }
     }
@@ -156,9 +183,10 @@ impl Provider {
     /// (canonical case) or the provider's default for vendors that write in a
     /// chosen language; `None` for vendors that do not, so it is not part of the
     /// request's identity and the resource's `language` is null.
-    pub fn language(&self, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
+    pub fn language(&self, kind: Kind, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
         match &self.adapter {
             Adapter::CommBox(c) => c.language(tag).map(Some),
+            Adapter::ElevateAi(_) => ElevateAi::language(kind, tag),
             Adapter::Yeastar(_) => match tag {
                 Some(t) if crate::language::canonical(t).is_none() => {
                     Err(RequestProblem::Invalid(format!("language: `{t}` is not a BCP 47 language tag")))
@@ -171,6 +199,7 @@ impl Provider {
     pub fn status(&self) -> ProviderStatus {
         let available = match &self.adapter {
             Adapter::CommBox(c) => c.is_available(),
+            Adapter::ElevateAi(e) => e.is_available(),
             Adapter::Yeastar(y) => y.is_available(),
         };
         if available { ProviderStatus::Available } else { ProviderStatus::CredentialsRejected }
@@ -180,7 +209,7 @@ impl Provider {
     pub const fn job_policy(&self) -> Option<&JobPolicy> {
         match &self.adapter {
             Adapter::CommBox(c) => Some(c.policy()),
-            Adapter::Yeastar(_) => None,
+            Adapter::ElevateAi(_) | Adapter::Yeastar(_) => None,
         }
     }
 
@@ -188,7 +217,7 @@ impl Provider {
     pub const fn callback_token(&self) -> Option<&Secret<String>> {
         match &self.adapter {
             Adapter::CommBox(c) => c.callback_token(),
-            Adapter::Yeastar(_) => None,
+            Adapter::ElevateAi(_) | Adapter::Yeastar(_) => None,
         }
     }
 
@@ -206,6 +235,7 @@ impl Provider {
         }
         match &self.adapter {
             Adapter::CommBox(_) => CommBox::validate(req),
+            Adapter::ElevateAi(_) => ElevateAi::validate(req),
             Adapter::Yeastar(_) => Yeastar::validate(req),
         }
     }
@@ -215,6 +245,7 @@ impl Provider {
     pub async fn start(&self, req: &SummaryRequest, callback: Option<&url::Url>) -> Result<Started, ProviderError> {
         match &self.adapter {
             Adapter::CommBox(c) => c.start(req, callback).await,
+            Adapter::ElevateAi(e) => e.summarize(req).await.map(Started::Done),
             Adapter::Yeastar(y) => y.summarize(req).await.map(Started::Done),
         }
     }
@@ -223,10 +254,56 @@ impl Provider {
     pub async fn poll(&self, job_ref: &str) -> Result<Polled, ProviderError> {
         match &self.adapter {
             Adapter::CommBox(c) => c.poll(job_ref).await,
-            Adapter::Yeastar(_) => Err(ProviderError::Rejected {
-                message: "this provider has no jobs to poll".into(),
-                vendor: VendorDetail::default(),
-            }),
+            Adapter::ElevateAi(_) | Adapter::Yeastar(_) => Err(no_such_feature("jobs to poll")),
         }
     }
+
+    /// Checks a question is one this provider can ask about this conversation; no vendor call.
+    pub fn validate_question(&self, conversation_id: Option<&str>, question: &str) -> Result<(), RequestProblem> {
+        self.validate_questions_about(conversation_id)?;
+        // Counted as sent: whitespace runs collapse to one space.
+        let chars = crate::content::normalize_whitespace(question).chars().count();
+        if chars == 0 {
+            return Err(RequestProblem::Invalid("question: must not be empty".into()));
+        }
+        if chars > crate::elevateai::MAX_QUESTION_CHARS {
+            return Err(RequestProblem::QuestionTooLong(format!(
+                "question: at most {} characters; this one has {chars}",
+                crate::elevateai::MAX_QUESTION_CHARS
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks this provider answers questions, about a conversation of this id; no vendor call.
+    pub fn validate_questions_about(&self, conversation_id: Option<&str>) -> Result<(), RequestProblem> {
+        if !self.questions() {
+            return Err(RequestProblem::UnsupportedKind(format!(
+                "provider `{}` ({}) does not answer questions; providers that do have `questions: true` in GET /v1/providers",
+                self.name,
+                self.type_name()
+            )));
+        }
+        crate::elevateai::validate_interaction_id(conversation_id)
+    }
+
+    /// Asks a question about a conversation (vendors with questions).
+    pub async fn ask(&self, conversation_id: &str, question: &str) -> Result<Asked, ProviderError> {
+        match &self.adapter {
+            Adapter::ElevateAi(e) => e.ask(conversation_id, question).await,
+            Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
+        }
+    }
+
+    /// The questions the vendor lists as asked about a conversation, in order.
+    pub async fn asked_questions(&self, conversation_id: &str) -> Result<Vec<AskedQuestion>, ProviderError> {
+        match &self.adapter {
+            Adapter::ElevateAi(e) => e.questions(conversation_id).await,
+            Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
+        }
+    }
+}
+
+fn no_such_feature(what: &str) -> ProviderError {
+    ProviderError::Rejected { message: format!("this provider has no {what}"), vendor: VendorDetail::default() }
 }

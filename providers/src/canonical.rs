@@ -153,3 +153,31 @@ pub struct Summary {
     pub expires_at: Option<String>,
     pub error: Option<SummaryError>,
 }
+
+/// Whether a question got an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionStatus {
+    Answered,
+    /// The vendor could not answer it (it still spent one of the allowance).
+    Failed,
+}
+
+/// A question about a conversation and its answer (`POST /v1/questions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Question {
+    /// `q_` + 32 hex digits, derived from (provider, conversation, question): asking
+    /// the same question again gets the same id, and the stored answer.
+    pub id: String,
+    /// The provider's configured name.
+    pub provider: String,
+    pub conversation: Conversation,
+    pub question: String,
+    /// Null unless `status` is `answered`.
+    pub answer: Option<String>,
+    pub status: QuestionStatus,
+    /// Why the vendor could not answer, when `status` is `failed`.
+    pub error: Option<SummaryError>,
+    /// RFC 3339: when it was asked.
+    pub created_at: String,
+}

@@ -4,6 +4,26 @@
 use crate::canonical::{Content, Section};
 
 impl Content {
+    /// Prose paragraphs (rendered as paragraphs, and kept as one untitled
+    /// section of items) followed by `sections`.
+    pub fn from_prose(paragraphs: Vec<String>, sections: Vec<Section>) -> Self {
+        if paragraphs.is_empty() {
+            return Self::from_sections(sections);
+        }
+        let rest = Self::from_sections(sections);
+        let mut text = paragraphs.join("\n\n");
+        let mut markdown = paragraphs.iter().map(|p| escape_markdown(p)).collect::<Vec<_>>().join("\n\n");
+        if !rest.text.is_empty() {
+            text.push_str("\n\n");
+            text.push_str(&rest.text);
+            markdown.push_str("\n\n");
+            markdown.push_str(&rest.markdown);
+        }
+        let mut all = vec![Section { title: None, items: paragraphs }];
+        all.extend(rest.sections);
+        Self { text, markdown, sections: all }
+    }
+
     /// Renders `text` and `markdown` from the sections, dropping empty ones.
     pub fn from_sections(sections: Vec<Section>) -> Self {
         let sections: Vec<Section> =
@@ -78,5 +98,17 @@ mod tests {
         assert_eq!(c.sections.len(), 2);
         assert_eq!(c.text, "Call Summary\n- a *b*\n- c\n\n- loose");
         assert_eq!(c.markdown, "## Call Summary\n\n- a \\*b\\*\n- c\n\n- loose");
+    }
+
+    #[test]
+    fn prose_renders_as_paragraphs_before_sections() {
+        let c = Content::from_prose(
+            vec!["One *two*.".into(), "Three.".into()],
+            vec![Section { title: Some("T".into()), items: vec!["i".into()] }],
+        );
+        assert_eq!(c.text, "One *two*.\n\nThree.\n\nT\n- i");
+        assert_eq!(c.markdown, "One \\*two\\*.\n\nThree.\n\n## T\n\n- i");
+        assert_eq!(c.sections.len(), 2);
+        assert_eq!(c.sections[0].title, None);
     }
 }

@@ -87,4 +87,7 @@ pub enum RequestProblem {
     /// 422 `unsupported_language`: a valid tag the vendor cannot write in.
     #[error("{0}")]
     UnsupportedLanguage(String),
+    /// 422 `question_too_long`.
+    #[error("{0}")]
+    QuestionTooLong(String),
 }

@@ -8,18 +8,27 @@
 //! - [`outbound`]: the pooled HTTP transport with concurrency cap, rate limit and deadline.
 //! - [`language`]: BCP 47 tags in canonical case.
 //! - [`commbox`]: CommBox — adapter, markdown mapping, simulator (asynchronous jobs).
+//! - [`elevateai`]: ElevateAI — adapter, per-kind JSONPath mapping, questions, simulator.
+//! - [`mapping`]: response mappings as data (JSONPath, compiled once, overridable in YAML).
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
 pub mod adapter;
 pub mod canonical;
 pub mod commbox;
 pub mod content;
+pub mod elevateai;
 pub mod error;
 pub mod language;
+pub mod mapping;
 pub mod outbound;
 pub mod sim_hooks;
 pub mod yeastar;
 
-pub use adapter::{Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started, SummaryRequest};
-pub use canonical::{Content, Conversation, Kind, Participant, Party, Section, Status, Summary, SummaryError};
+pub use adapter::{
+    Asked, AskedQuestion, Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started,
+    SummaryRequest,
+};
+pub use canonical::{
+    Content, Conversation, Kind, Participant, Party, Question, QuestionStatus, Section, Status, Summary, SummaryError,
+};
 pub use error::{ProviderError, RequestProblem, VendorDetail};

@@ -36,6 +36,14 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+impl Answer {
+    /// The vendor's `Retry-After` in seconds, kept within 1 s – 1 h.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let secs: u64 = self.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+        Some(Duration::from_secs(secs.clamp(1, 3600)))
+    }
+}
+
 impl Outbound {
     /// Builds the pooled client. `user_agent` is sent on every request.
     pub fn new(common: &CommonConfig, user_agent: &str) -> Result<Self, reqwest::Error> {

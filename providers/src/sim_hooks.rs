@@ -1,5 +1,5 @@
 //! What every simulator shares: serving its router in the background
-//! ([`serve`]), and test hooks under `/_sim/` (not part of any vendor's API):
+//! ([`Running`]), and test hooks under `/_sim/` (not part of any vendor's API):
 //! `POST /_sim/clock {"advance_secs"}` moves the simulator's own clock,
 //! `POST /_sim/latency {"millis"}` sets the delay before its vendor answers.
 
@@ -13,20 +13,46 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Serves `router` on a bound listener in a background task; `name` is for the log
-/// line if serving stops with an error.
-pub fn serve(
-    listener: TcpListener,
-    router: Router,
-    name: &'static str,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, simulator = name, "simulator stopped");
-        }
-    });
-    Ok((addr, task))
+/// A simulator serving on a local port; it stops when dropped. Derefs to the
+/// simulator, for its hooks (`stats()`, `fail_next()`, ...).
+pub struct Running<S: SimControls> {
+    pub addr: SocketAddr,
+    pub sim: S,
+    task: JoinHandle<()>,
+}
+
+impl<S: SimControls> Running<S> {
+    /// Serves `router` on a bound listener in a background task; `name` is for
+    /// the log line if serving stops with an error.
+    pub fn serve(sim: S, listener: TcpListener, router: Router, name: &'static str) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, simulator = name, "simulator stopped");
+            }
+        });
+        Ok(Self { addr, sim, task })
+    }
+
+    /// `http://127.0.0.1:port` — the provider's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl<S: SimControls> std::ops::Deref for Running<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.sim
+    }
+}
+
+impl<S: SimControls> Drop for Running<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.sim.stop();
+    }
 }
 
 /// What a simulator offers the shared hooks.
@@ -35,6 +61,8 @@ pub trait SimControls: Clone + Send + Sync + 'static {
     fn advance(&self, by: Duration);
     /// The vendor's own time before each answer.
     fn set_latency(&self, latency: Duration);
+    /// Stops its background work (outgoing callbacks), when it stops serving.
+    fn stop(&self) {}
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gateway_config::Config;
 use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
+use providers::elevateai::simulator::{self as elevateai, ElevateAiSimulator};
 use providers::yeastar::simulator::{RunningSimulator, SimOptions, SimRecord, YeastarSimulator};
 use serde_json::{Value, json};
 use summary_gateway::App;
@@ -74,6 +75,19 @@ pub fn commbox_yaml(url: &str, extra: &str) -> String {
     )
 }
 
+/// The ElevateAI providers (YAML lines under `providers:`): `ai` (variant cx) and
+/// `ai-std` (variant standard), both at the same simulator; `extra` goes under `ai`.
+pub fn elevateai_yaml(url: &str, extra: &str) -> String {
+    format!(
+        "  ai:\n    type: elevateai\n    base_url: {url}\n    token: demo-elevateai-token\n    timeout: 5s\n    queue_timeout: 5s\n{extra}\n  ai-std:\n    type: elevateai\n    variant: standard\n    base_url: {url}\n    token: demo-elevateai-token\n    timeout: 5s\n"
+    )
+}
+
+/// An ElevateAI summary request body of `kind` about `interaction`.
+pub fn elevateai_body(provider: &str, kind: &str, interaction: &str) -> Value {
+    json!({"provider": provider, "kind": kind, "conversation": {"id": interaction}})
+}
+
 /// A text CommBox accepts (over 150 characters); `tag` makes it distinct.
 pub fn conversation_text(tag: &str) -> String {
     format!(
@@ -93,6 +107,8 @@ pub struct TestGateway {
     pub sim: YeastarSimulator,
     pub commbox: CommBoxSimulator,
     _commbox: commbox::RunningSimulator,
+    pub elevateai: ElevateAiSimulator,
+    _elevateai: elevateai::RunningSimulator,
     pub client: reqwest::Client,
     pub app: Arc<App>,
     _sim: RunningSimulator,
@@ -115,6 +131,10 @@ pub struct Setup {
     pub cb: String,
     /// Extra top-level YAML sections (e.g. `webhooks:`).
     pub extra: String,
+    /// The ElevateAI simulator's options (its defaults unless set).
+    pub elevateai: Option<elevateai::SimOptions>,
+    /// Extra YAML lines under `providers.ai:` (indented by 4).
+    pub ai: String,
 }
 
 pub fn client() -> reqwest::Client {
@@ -134,12 +154,15 @@ impl TestGateway {
             ..commbox::SimOptions::default()
         });
         let cb_sim = CommBoxSimulator::start(commbox_options).await.unwrap();
+        let ai_sim = ElevateAiSimulator::start(setup.elevateai.unwrap_or_default()).await.unwrap();
         let vendor = setup.vendor_url.clone().unwrap_or_else(|| sim.base_url());
-        let cb_vendor = setup.vendor_url.unwrap_or_else(|| cb_sim.base_url());
+        let cb_vendor = setup.vendor_url.clone().unwrap_or_else(|| cb_sim.base_url());
+        let ai_vendor = setup.vendor_url.unwrap_or_else(|| ai_sim.base_url());
         let yaml = format!(
-            "{}{}{}",
+            "{}{}{}{}",
             config_yaml(&vendor, setup.server, &setup.pbx),
             commbox_yaml(&cb_vendor, &setup.cb),
+            elevateai_yaml(&ai_vendor, &setup.ai),
             setup.extra
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -156,6 +179,8 @@ impl TestGateway {
             sim: sim.sim.clone(),
             commbox: cb_sim.sim.clone(),
             _commbox: cb_sim,
+            elevateai: ai_sim.sim.clone(),
+            _elevateai: ai_sim,
             client: client(),
             app,
             _sim: sim,

@@ -157,3 +157,43 @@ providers:
         );
     }
 }
+
+#[test]
+fn a_bad_jsonpath_fails_check_config_with_its_path() {
+    let file = write(
+        r#"
+server:
+  listen: 127.0.0.1:0
+auth:
+  keys:
+    crm: { key: k }
+providers:
+  analytics:
+    type: elevateai
+    base_url: https://api.elevateai.com
+    token: t
+    mappings:
+      topics: { items: "$.topics[*" }
+      details: { reasons: "$.reasons[*]", colour: "$.x" }
+  cb:
+    type: commbox
+    base_url: https://api.commbox.io
+    token: t
+    default_language: tlh
+    mappings:
+      summary: { text: "answer" }
+"#,
+    );
+    let out = binary().args(["check-config", "--config"]).arg(file.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "providers.analytics.mappings.topics.items: `$.topics[*` is not a valid JSONPath expression",
+        "providers.analytics.mappings.details.colour: unknown field",
+        "providers.cb.default_language: `tlh` is not a language CommBox",
+        "providers.cb.mappings.summary.text: `answer` is not a valid JSONPath expression",
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(expected)), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(stderr.lines().all(|l| !l.contains(" --> ")), "one line per problem:\n{stderr}");
+}

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
-use providers::yeastar::simulator::{SimOptions, YeastarSimulator};
+use providers::elevateai::simulator::{self as elevateai, ElevateAiSimulator};
+use providers::yeastar::simulator::{self as yeastar, SimOptions, YeastarSimulator};
 use serde_json::json;
 
 use crate::common::{GatewayProcess, body_of, client, conversation_text, docs_request};
@@ -14,29 +15,43 @@ const CLIENT_ID: &str = "client-id-that-must-never-be-logged";
 const CLIENT_SECRET: &str = "client-secret-that-must-never-be-logged";
 const COMMBOX_TOKEN: &str = "commbox-token-that-must-never-be-logged";
 const CALLBACK_TOKEN: &str = "callback-token-that-must-never-be-logged";
+const ELEVATEAI_TOKEN: &str = "elevateai-token-that-must-never-be-logged";
 
-#[tokio::test]
-async fn logs_contain_no_key_token_or_client_secret() {
-    let sim = YeastarSimulator::start(SimOptions {
+/// The three simulators, each expecting a credential that must never be logged.
+async fn simulators() -> (yeastar::RunningSimulator, commbox::RunningSimulator, elevateai::RunningSimulator) {
+    let yeastar = YeastarSimulator::start(SimOptions {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
         ..SimOptions::default()
     })
     .await
     .unwrap();
-    let cb = CommBoxSimulator::start(commbox::SimOptions {
+    let commbox = CommBoxSimulator::start(commbox::SimOptions {
         token: COMMBOX_TOKEN.into(),
         processing: Duration::from_millis(50),
         ..commbox::SimOptions::default()
     })
     .await
     .unwrap();
+    let elevateai = ElevateAiSimulator::start(elevateai::SimOptions {
+        token: ELEVATEAI_TOKEN.into(),
+        ..elevateai::SimOptions::default()
+    })
+    .await
+    .unwrap();
+    (yeastar, commbox, elevateai)
+}
+
+#[tokio::test]
+async fn logs_contain_no_key_token_or_client_secret() {
+    let (sim, cb, ai) = simulators().await;
     // public_url points at a port nobody listens on: CommBox's callback fails,
     // and the test sends one itself below.
     let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1:9\nauth:\n  keys:\n    crm:\n      key_env: CRM_KEY\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {}\n    client_id_env: PBX_ID\n    client_secret_env: PBX_SECRET\n  cb:\n    type: commbox\n    base_url: {}\n    token_env: CB_TOKEN\n    callback_token_env: CB_CALLBACK\n    poll_interval: 50ms\n",
+        "server:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1:9\nauth:\n  keys:\n    crm:\n      key_env: CRM_KEY\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {}\n    client_id_env: PBX_ID\n    client_secret_env: PBX_SECRET\n  cb:\n    type: commbox\n    base_url: {}\n    token_env: CB_TOKEN\n    callback_token_env: CB_CALLBACK\n    poll_interval: 50ms\n  ai:\n    type: elevateai\n    base_url: {}\n    token_env: AI_TOKEN\n",
         sim.base_url(),
-        cb.base_url()
+        cb.base_url(),
+        ai.base_url()
     );
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     file.write_all(yaml.as_bytes()).unwrap();
@@ -48,6 +63,7 @@ async fn logs_contain_no_key_token_or_client_secret() {
             ("PBX_SECRET", CLIENT_SECRET),
             ("CB_TOKEN", COMMBOX_TOKEN),
             ("CB_CALLBACK", CALLBACK_TOKEN),
+            ("AI_TOKEN", ELEVATEAI_TOKEN),
         ],
     );
     let http = client();
@@ -106,6 +122,9 @@ async fn logs_contain_no_key_token_or_client_secret() {
     let callback = http.post(format!("{url}/callbacks/cb/{CALLBACK_TOKEN}?id={id}")).body("{}").send().await.unwrap();
     assert_eq!(callback.status(), 204);
 
+    exercise_elevateai(&http, &url).await;
+    assert_eq!(ai.sim.stats().asks, 1);
+
     assert_eq!(gw.terminate(), Some(0));
     let logs = gw.output();
     // The logs are really captured: requests, the caller's name, the renewal.
@@ -113,10 +132,30 @@ async fn logs_contain_no_key_token_or_client_secret() {
     assert!(logs.contains("\"caller\":\"crm\""), "{logs}");
     assert!(logs.contains("access token refreshed"), "{logs}");
     assert!(logs.contains("/callbacks/cb/REDACTED"), "{logs}");
-    let mut secrets = [CALLER_KEY, CLIENT_ID, CLIENT_SECRET, COMMBOX_TOKEN, CALLBACK_TOKEN].map(str::to_owned).to_vec();
+    let mut secrets = [CALLER_KEY, CLIENT_ID, CLIENT_SECRET, COMMBOX_TOKEN, CALLBACK_TOKEN, ELEVATEAI_TOKEN]
+        .map(str::to_owned)
+        .to_vec();
     secrets.extend(sim.sim.issued_tokens());
     assert!(secrets.len() >= 5, "the simulator issued tokens: {secrets:?}");
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "`{secret}` appears in the logs:\n{logs}");
     }
+}
+
+/// ElevateAI (its token in the X-API-Token header): a result, a 409 and a question.
+async fn exercise_elevateai(http: &reqwest::Client, url: &str) {
+    for (body, status) in [
+        (json!({"provider": "ai", "kind": "details", "conversation": {"id": elevateai::BILLING_CALL}}), 200),
+        (json!({"provider": "ai", "conversation": {"id": elevateai::PROCESSING_CALL}}), 409),
+    ] {
+        let r = http.post(format!("{url}/v1/summaries")).bearer_auth(CALLER_KEY).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let asked = http
+        .post(format!("{url}/v1/questions?access_token={CALLER_KEY}"))
+        .json(&json!({"provider": "ai", "conversation": {"id": elevateai::BILLING_CALL}, "question": "Refunded?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
 }

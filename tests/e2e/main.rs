@@ -8,6 +8,7 @@ mod cache;
 mod commbox;
 mod common;
 mod config;
+mod elevateai;
 mod errors;
 mod lifecycle;
 mod logs;

@@ -31,6 +31,7 @@ async fn every_documented_operation_is_routed_and_schemas_match_responses() {
         "/v1/summaries",
         "/v1/summaries/{id}",
         "/v1/providers",
+        "/v1/questions",
         "/callbacks/{provider}/{token}",
         "/healthz",
         "/readyz",
@@ -65,4 +66,18 @@ async fn every_documented_operation_is_routed_and_schemas_match_responses() {
     assert!(keys(&problem).is_subset(&properties(&doc, "Problem")), "{problem}");
     let providers: Value = gw.get("/v1/providers").send().await.unwrap().json().await.unwrap();
     assert_eq!(keys(&providers["data"][0]), properties(&doc, "ProviderEntry"));
+    let ask = serde_json::json!({"provider": "ai", "conversation": {"id": providers::elevateai::simulator::BILLING_CALL},
+        "question": "Was the customer refunded?"});
+    let question: Value = gw.post("/v1/questions").json(&ask).send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys(&question), properties(&doc, "Question"), "{question}");
+    let list: Value = gw
+        .get(&format!("/v1/questions?provider=ai&conversation_id={}", providers::elevateai::simulator::BILLING_CALL))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys(&list), properties(&doc, "QuestionList"));
+    assert_eq!(list["data"][0], question);
 }

@@ -5,14 +5,17 @@
 //! unknown field is reported with its full YAML path whatever the type.
 
 mod commbox;
+mod elevateai;
 mod yeastar;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
+pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
 pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
@@ -45,6 +48,11 @@ pub struct CommonConfig {
     pub queue_timeout: Duration,
     /// Outbound rate limit, to respect the vendor's.
     pub rate_limit: Option<RateLimit>,
+    /// Overrides of the built-in response mapping: `<kind>.<canonical field>: <JSONPath>`
+    /// into the vendor's answer (e.g. `topics: { items: "$.topics[*]" }`). Which kinds
+    /// and fields a vendor has is checked, and every expression compiled, when the
+    /// provider is built (`check-config` does it too).
+    pub mappings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for CommonConfig {
@@ -54,11 +62,12 @@ impl Default for CommonConfig {
             max_concurrency: 64,
             queue_timeout: Duration::from_secs(1),
             rate_limit: None,
+            mappings: BTreeMap::new(),
         }
     }
 }
 
-const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", "rate_limit"];
+const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings"];
 
 /// The vendor-specific part, chosen by `type`.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +76,9 @@ pub enum VendorConfig {
     /// CommBox AI Conversation Summary (text in, asynchronous).
     #[serde(rename = "commbox")]
     CommBox(CommBoxConfig),
+    /// ElevateAI gen-AI results (reference in, synchronous).
+    #[serde(rename = "elevateai")]
+    ElevateAi(ElevateAiConfig),
     /// Yeastar P-Series `cdr/getaisummary`.
     Yeastar(YeastarConfig),
 }
@@ -76,13 +88,14 @@ impl VendorConfig {
     pub const fn type_name(&self) -> &'static str {
         match self {
             Self::CommBox(_) => "commbox",
+            Self::ElevateAi(_) => "elevateai",
             Self::Yeastar(_) => "yeastar",
         }
     }
 }
 
 /// Provider types this build knows.
-pub const SUPPORTED_TYPES: &[&str] = &["commbox", "yeastar"];
+pub const SUPPORTED_TYPES: &[&str] = &["commbox", "elevateai", "yeastar"];
 
 /// Parses one provider entry, reporting every problem it can with its path.
 pub(crate) fn parse_provider(
@@ -123,12 +136,20 @@ pub(crate) fn parse_provider(
             common_fields.insert((*field).to_owned(), v);
         }
     }
+    // ElevateAI refuses more concurrent requests than the account allows: default to its limit.
+    if type_name == "elevateai" && !common_fields.contains_key("max_concurrency") {
+        common_fields.insert("max_concurrency".to_owned(), Value::from(elevateai::ACCOUNT_CONCURRENCY));
+    }
     let common = deserialize_all::<CommonConfig>(&path, Value::Object(common_fields), errors)
         .inspect(|common| common.validate(&path, errors));
     let vendor = match type_name.as_str() {
         "commbox" => deserialize_all::<CommBoxConfig>(&path, Value::Object(fields), errors).map(|mut c| {
             c.resolve(&path, env, errors);
             VendorConfig::CommBox(c)
+        }),
+        "elevateai" => deserialize_all::<ElevateAiConfig>(&path, Value::Object(fields), errors).map(|mut e| {
+            e.resolve(&path, env, errors);
+            VendorConfig::ElevateAi(e)
         }),
         "yeastar" => deserialize_all::<YeastarConfig>(&path, Value::Object(fields), errors).map(|mut y| {
             y.resolve(&path, env, errors);

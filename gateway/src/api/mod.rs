@@ -2,6 +2,7 @@
 //! (utoipa-axum) so the document cannot drift from the router.
 //!
 //! - [`summaries`]: `POST /v1/summaries`, `GET /v1/summaries/{id}`.
+//! - [`questions`]: `POST /v1/questions`, `GET /v1/questions`.
 //! - [`providers`]: `GET /v1/providers`.
 //! - [`callbacks`]: `POST /callbacks/{provider}/{token}` (vendors calling back; open, token-guarded).
 //! - [`health`]: `/healthz`, `/readyz`.
@@ -12,6 +13,7 @@ pub mod callbacks;
 pub mod health;
 pub mod json;
 pub mod providers;
+pub mod questions;
 pub mod summaries;
 
 use std::sync::Arc;
@@ -97,6 +99,7 @@ where
     let v1 = OpenApiRouter::new()
         .routes(routes!(summaries::create_summary))
         .routes(routes!(summaries::get_summary))
+        .routes(routes!(questions::ask_question, questions::list_questions))
         .routes(routes!(providers::list_providers));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

@@ -96,7 +96,7 @@ pub async fn create_summary(
     };
     let req = SummaryRequest {
         kind,
-        language: provider.language(body.language.as_deref()).map_err(RequestError::from)?,
+        language: provider.language(kind, body.language.as_deref()).map_err(RequestError::from)?,
         conversation: body.conversation,
     };
     provider.validate(&req).map_err(RequestError::from)?;

@@ -48,6 +48,7 @@ impl From<providers::RequestProblem> for RequestError {
             providers::RequestProblem::UnsupportedKind(m) => Self::UnsupportedKind(m),
             providers::RequestProblem::TextTooShort(m) => Self::TextTooShort(m),
             providers::RequestProblem::UnsupportedLanguage(m) => Self::UnsupportedLanguage(m),
+            providers::RequestProblem::QuestionTooLong(m) => Self::QuestionTooLong(m),
         }
     }
 }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{CallbackTarget, Delivery, Job, Store, StoreError, StoredSummary, now_ms};
+use super::{CallbackTarget, Delivery, Job, QuestionLedger, Store, StoreError, StoredSummary, now_ms};
+use providers::Question;
 
 #[derive(Clone)]
 struct Entry {
@@ -53,7 +54,14 @@ pub struct MemoryStore {
 struct State {
     jobs: HashMap<String, Job>,
     outbox: HashMap<String, Delivery>,
+    /// Question ledgers by (provider, conversation), each with when it expires.
+    ledgers: HashMap<(String, String), (QuestionLedger, Instant)>,
+    /// When expired ledgers were last dropped.
+    ledgers_swept: Option<Instant>,
 }
+
+/// How often expired question ledgers are dropped (they are also ignored when read).
+const LEDGER_SWEEP: Duration = Duration::from_secs(60);
 
 impl MemoryStore {
     pub fn new(max_bytes: u64) -> Self {
@@ -177,6 +185,46 @@ impl Store for MemoryStore {
 
     async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.state().outbox.values().map(|d| d.next_attempt_ms).min())
+    }
+
+    async fn question_ledger(&self, provider: &str, conversation: &str) -> Result<Option<QuestionLedger>, StoreError> {
+        let state = self.state();
+        let now = Instant::now();
+        Ok(state
+            .ledgers
+            .get(&(provider.to_owned(), conversation.to_owned()))
+            .filter(|(_, expires)| *expires > now)
+            .map(|(ledger, _)| ledger.clone()))
+    }
+
+    async fn merge_questions(
+        &self,
+        provider: &str,
+        conversation: &str,
+        questions: Vec<Question>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let now = Instant::now();
+        if state.ledgers_swept.is_none_or(|at| now.duration_since(at) >= LEDGER_SWEEP) {
+            state.ledgers.retain(|_, (_, expires)| *expires > now);
+            state.ledgers_swept = Some(now);
+        }
+        let (ledger, expires) = state
+            .ledgers
+            .entry((provider.to_owned(), conversation.to_owned()))
+            .or_insert_with(|| (QuestionLedger::default(), now));
+        if *expires <= now {
+            *ledger = QuestionLedger::default();
+        }
+        *expires = now + ttl;
+        for question in questions {
+            match ledger.questions.iter_mut().find(|q| q.id == question.id) {
+                Some(known) => *known = question,
+                None => ledger.questions.push(question),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use providers::{Status, SummaryRequest};
+use providers::{Question, Status, SummaryRequest};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
@@ -77,6 +77,14 @@ pub struct Delivery {
     pub created_at_ms: u64,
     /// Not to be attempted before this (ms since the epoch).
     pub next_attempt_ms: u64,
+}
+
+/// What the gateway knows of the questions asked about one conversation: the
+/// vendor allows only a few, so they are kept and a repeated one is answered from here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuestionLedger {
+    /// In the order they were asked.
+    pub questions: Vec<Question>,
 }
 
 /// The store could not be reached or answered nonsense.
@@ -135,6 +143,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the earliest delivery is due (ms since the epoch), if any.
     async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError>;
+
+    /// The question ledger of a conversation at a provider, if the store has one.
+    async fn question_ledger(&self, provider: &str, conversation: &str) -> Result<Option<QuestionLedger>, StoreError>;
+
+    /// Adds questions to a conversation's ledger (creating it, even with none):
+    /// one with the id of a question already there replaces it, others are
+    /// appended. The ledger is kept `ttl` from now.
+    async fn merge_questions(
+        &self,
+        provider: &str,
+        conversation: &str,
+        questions: Vec<Question>,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 }
 
 /// Milliseconds since the epoch.

@@ -30,6 +30,7 @@ use url::Url;
 use crate::adapter::{Completed, JobFailure, JobPolicy, Polled, Started, SummaryRequest};
 use crate::canonical::{Content, Kind};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
+use crate::mapping::{Mappings, SectionSpec};
 use crate::outbound::{Answer, Outbound};
 
 /// CommBox refuses shorter texts; the gateway refuses them first, without a call.
@@ -93,7 +94,16 @@ pub struct CommBox {
     callback_token: Option<Secret<String>>,
     /// Set while CommBox answers 401 to the gateway's key (shown by `/v1/providers`).
     key_rejected: AtomicBool,
+    mappings: Mappings,
 }
+
+/// The built-in mapping of a poll's answer: `text` is the markdown summary,
+/// `error_message` why a `Failed` job failed.
+pub const MAPPING: &[SectionSpec] = &[SectionSpec {
+    name: "summary",
+    fields: &[("text", Some("$.answer")), ("error_message", Some("$.error_message"))],
+    content: true,
+}];
 
 #[derive(Serialize)]
 struct Submit<'a> {
@@ -107,7 +117,16 @@ impl CommBox {
     /// Kinds CommBox produces.
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
-    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &CommBoxConfig) -> Result<Self, String> {
+    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &CommBoxConfig) -> Result<Self, Vec<String>> {
+        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m))
+    }
+
+    fn with_mappings(
+        provider: Arc<str>,
+        common: &CommonConfig,
+        config: &CommBoxConfig,
+        mappings: Mappings,
+    ) -> Result<Self, String> {
         let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -140,6 +159,7 @@ impl CommBox {
             },
             callback_token: config.resolved_callback_token.clone(),
             key_rejected: AtomicBool::new(false),
+            mappings,
         })
     }
 
@@ -203,7 +223,7 @@ impl CommBox {
             .ok_or_else(|| ProviderError::bad_answer(answer.status, "a submission without action_id"))?;
         // CommBox answers "Initialized"; if it ever answers with the result at once, take it.
         match parse_status(&status) {
-            Some(VendorState::Completed) => match map_answer(&status, &action_id) {
+            Some(VendorState::Completed) => match self.map_answer(status, &action_id) {
                 Ok(completed) => Ok(Started::Done(completed)),
                 Err(_) => Ok(Started::Job(action_id)),
             },
@@ -219,16 +239,42 @@ impl CommBox {
         let status = self.answer_status(&answer)?;
         match parse_status(&status) {
             Some(VendorState::Pending) => Ok(Polled::Pending),
-            Some(VendorState::Completed) => map_answer(&status, action_id).map(Polled::Completed),
+            Some(VendorState::Completed) => self.map_answer(status, action_id).map(Polled::Completed),
             Some(VendorState::Failed) => {
-                let message = string_field(&status, "error_message");
+                let code = status.get("status").cloned();
+                let message = self.mappings.section("summary").string("error_message", &Value::Object(status));
                 Ok(Polled::Failed(JobFailure {
                     message: "CommBox could not summarize this conversation".into(),
-                    vendor: VendorDetail::new(Some(answer.status), status.get("status").cloned(), message.as_deref()),
+                    vendor: VendorDetail::new(Some(answer.status), code, message.as_deref()),
                 }))
             }
             None => Err(ProviderError::bad_answer(answer.status, "a status it does not document")),
         }
+    }
+
+    /// A `Completed` answer → canonical content, through the mapping.
+    fn map_answer(&self, body: serde_json::Map<String, Value>, action_id: &str) -> Result<Completed, ProviderError> {
+        let body = Value::Object(body);
+        let m = self.mappings.section("summary");
+        let mut sections = m
+            .raw_text("text", &body)
+            .filter(|t| !t.trim().is_empty())
+            .map(mapping::sections_from_markdown)
+            .ok_or_else(|| {
+                ProviderError::bad_answer(200, "`Completed` without an answer (check mappings.summary.text)")
+            })?;
+        sections.extend(m.listed_sections(&body, None));
+        if sections.is_empty() {
+            return Err(ProviderError::bad_answer(200, "an answer with no text"));
+        }
+        Ok(Completed {
+            content: Content::from_sections(sections),
+            data: None,
+            participants: Vec::new(),
+            provider_ref: Some(json!({ "action_id": action_id })),
+            created_at: None,
+            updated_at: None,
+        })
     }
 
     /// One call with a slot, retrying 429 with backoff inside the deadline.
@@ -277,12 +323,12 @@ impl CommBox {
             },
             429 => ProviderError::Unavailable {
                 message: "CommBox is throttling the gateway".into(),
-                retry_after: retry_after(answer).unwrap_or(Duration::from_secs(10)),
+                retry_after: answer.retry_after().unwrap_or(Duration::from_secs(10)),
                 vendor,
             },
             500..=599 => ProviderError::Unavailable {
                 message: format!("CommBox failed (HTTP {})", answer.status),
-                retry_after: retry_after(answer).unwrap_or(Duration::from_secs(5)),
+                retry_after: answer.retry_after().unwrap_or(Duration::from_secs(5)),
                 vendor,
             },
             other => ProviderError::bad_answer(other, &format!("HTTP {other}")),
@@ -319,28 +365,6 @@ fn error_message(body: &serde_json::Map<String, Value>) -> Option<String> {
         .into_iter()
         .filter_map(|field| string_field(body, field))
         .find(|m| !m.eq_ignore_ascii_case("true"))
-}
-
-fn map_answer(body: &serde_json::Map<String, Value>, action_id: &str) -> Result<Completed, ProviderError> {
-    let answer =
-        string_field(body, "answer").ok_or_else(|| ProviderError::bad_answer(200, "`Completed` without an answer"))?;
-    let sections = mapping::sections_from_markdown(&answer);
-    if sections.is_empty() {
-        return Err(ProviderError::bad_answer(200, "an answer with no text"));
-    }
-    Ok(Completed {
-        content: Content::from_sections(sections),
-        data: None,
-        participants: Vec::new(),
-        provider_ref: Some(json!({ "action_id": action_id })),
-        created_at: None,
-        updated_at: None,
-    })
-}
-
-fn retry_after(answer: &Answer) -> Option<Duration> {
-    let secs: u64 = answer.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.clamp(1, 3600)))
 }
 
 /// The `action_id` of a vendor callback's body, if it has one (the body is not

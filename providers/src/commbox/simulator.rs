@@ -40,7 +40,6 @@
 //! `error_message` is "Summary generation failed".
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,7 +57,7 @@ use tokio::net::TcpListener;
 
 use crate::sim_hooks::{self, SimControls};
 use tokio::sync::Notify;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// The one vendor route: `POST` submits, `GET` polls.
@@ -253,35 +252,8 @@ pub struct CommBoxSimulator {
     inner: Arc<Inner>,
 }
 
-/// A simulator serving on a local port.
-pub struct RunningSimulator {
-    pub addr: SocketAddr,
-    pub sim: CommBoxSimulator,
-    task: JoinHandle<()>,
-}
-
-impl RunningSimulator {
-    /// `http://127.0.0.1:port` — the provider's `base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// The running simulator's hooks (`stats()`, `release()`, ...) without going through `.sim`.
-impl std::ops::Deref for RunningSimulator {
-    type Target = CommBoxSimulator;
-
-    fn deref(&self) -> &CommBoxSimulator {
-        &self.sim
-    }
-}
-
-impl Drop for RunningSimulator {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.sim.state().abort_callbacks();
-    }
-}
+/// A simulator serving on a local port (stops when dropped).
+pub type RunningSimulator = sim_hooks::Running<CommBoxSimulator>;
 
 impl CommBoxSimulator {
     /// A simulator without actions.
@@ -312,8 +284,8 @@ impl CommBoxSimulator {
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let (addr, task) = sim_hooks::serve(listener, self.router(), "commbox")?;
-        Ok(RunningSimulator { addr, sim: self, task })
+        let router = self.router();
+        sim_hooks::Running::serve(self, listener, router, "commbox")
     }
 
     /// The simulator's HTTP routes.
@@ -614,6 +586,10 @@ impl SimControls for CommBoxSimulator {
 
     fn set_latency(&self, latency: Duration) {
         Self::set_latency(self, latency);
+    }
+
+    fn stop(&self) {
+        self.state().abort_callbacks();
     }
 }
 

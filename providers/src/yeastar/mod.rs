@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gateway_config::{CommonConfig, YeastarConfig};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use url::Url;
@@ -29,6 +28,7 @@ use self::token::TokenManager;
 use crate::adapter::{Completed, SummaryRequest};
 use crate::canonical::{Content, Kind, Participant, Party};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
+use crate::mapping::{Mappings, SectionSpec};
 use crate::outbound::{Answer, Outbound};
 
 /// Errcode: the access token expired (refresh and retry once).
@@ -40,13 +40,40 @@ pub struct Yeastar {
     out: Outbound,
     tokens: TokenManager,
     summary_url: Url,
+    mappings: Mappings,
 }
+
+/// The built-in mapping of `getaisummary`'s answer. The record is under
+/// `data.src` or `data.dst` (whichever the PBX chose; the docs' own example
+/// asks for the caller and answers under `dst`), hence `data.*`.
+pub const MAPPING: &[SectionSpec] = &[SectionSpec {
+    name: "summary",
+    fields: &[
+        ("text", Some("$.data.*.summary")),
+        ("participant_name", Some("$.data.*.name")),
+        ("participant_extension", Some("$.data.*.ext_num")),
+        ("summary_id", Some("$.data.*.id")),
+        ("call_id", Some("$.data.*.call_id")),
+        ("created_at", Some("$.data.*.created_at")),
+        ("updated_at", Some("$.data.*.updated_at")),
+    ],
+    content: true,
+}];
 
 impl Yeastar {
     /// Kinds a PBX can produce.
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
-    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &YeastarConfig) -> Result<Self, String> {
+    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &YeastarConfig) -> Result<Self, Vec<String>> {
+        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m))
+    }
+
+    fn with_mappings(
+        provider: Arc<str>,
+        common: &CommonConfig,
+        config: &YeastarConfig,
+        mappings: Mappings,
+    ) -> Result<Self, String> {
         let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -61,7 +88,7 @@ impl Yeastar {
         )
         .map_err(|e| format!("base_url: {e}"))?;
         let summary_url = base.join("openapi/v2.0/cdr/getaisummary").map_err(|e| format!("base_url: {e}"))?;
-        Ok(Self { provider, out, tokens, summary_url })
+        Ok(Self { provider, out, tokens, summary_url, mappings })
     }
 
     /// False once the PBX has rejected the gateway's credentials.
@@ -133,13 +160,13 @@ impl Yeastar {
                 }
                 return Err(ProviderError::Unavailable {
                     message: "the PBX is busy".into(),
-                    retry_after: retry_after(&answer).unwrap_or(Duration::from_secs(5)),
+                    retry_after: answer.retry_after().unwrap_or(Duration::from_secs(5)),
                     vendor: VendorDetail::new(Some(answer.status), None, None),
                 });
             }
             let envelope = parse_envelope(&answer)?;
             match envelope.errcode {
-                0 => return map_summary(party, &envelope.rest),
+                0 => return self.map_summary(party, envelope.rest),
                 TOKEN_EXPIRED if !replaced => {
                     tracing::debug!(provider = %self.provider, "yeastar: token expired at the PBX; renewing and retrying once");
                     token = self.tokens.replace(&self.out, token.generation).await?;
@@ -151,16 +178,47 @@ impl Yeastar {
     }
 }
 
+impl Yeastar {
+    /// A successful answer → canonical parts, through the mapping.
+    fn map_summary(&self, asked: Party, rest: Map<String, Value>) -> Result<Completed, ProviderError> {
+        let root = Value::Object(rest);
+        let m = self.mappings.section("summary");
+        let Some(html) = m.raw_text("text", &root) else {
+            return Err(ProviderError::NotFound {
+                message: "the PBX answered without a summary for this call leg".into(),
+                vendor: VendorDetail::new(Some(200), Some(0.into()), None),
+            });
+        };
+        let mut sections = mapping::sections_from_html(html);
+        sections.extend(m.listed_sections(&root, None));
+        let participant = Participant {
+            role: asked.as_str().to_owned(),
+            name: m.string("participant_name", &root),
+            extension: m.string("participant_extension", &root),
+        };
+        let mut provider_ref = Map::new();
+        if let Some(id) = m.value("summary_id", &root) {
+            provider_ref.insert("summary_id".into(), id.clone());
+        }
+        if let Some(call_id) = m.string("call_id", &root) {
+            provider_ref.insert("call_id".into(), json!(call_id));
+        }
+        Ok(Completed {
+            content: Content::from_sections(sections),
+            data: None,
+            participants: vec![participant],
+            provider_ref: Some(Value::Object(provider_ref)),
+            created_at: m.value("created_at", &root).and_then(timestamp),
+            updated_at: m.value("updated_at", &root).and_then(timestamp),
+        })
+    }
+}
+
 const fn party_param(party: Party) -> &'static str {
     match party {
         Party::Caller => "src_ext_id",
         Party::Callee => "dst_ext_id",
     }
-}
-
-fn retry_after(answer: &Answer) -> Option<Duration> {
-    let secs: u64 = answer.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.clamp(1, 3600)))
 }
 
 /// Every Yeastar answer: `errcode`, `errmsg`, and the rest of the fields.
@@ -221,63 +279,6 @@ pub(crate) fn errcode_error(errcode: i64, errmsg: Option<&str>) -> ProviderError
         70_120 => rejected("the organization is disabled on the PBX"),
         _ => rejected("the PBX answered with an error"),
     }
-}
-
-/// A summary record under `data.src` / `data.dst`.
-#[derive(Deserialize)]
-struct Record {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    call_id: Option<String>,
-    summary: String,
-    #[serde(default)]
-    created_at: Option<Value>,
-    #[serde(default)]
-    updated_at: Option<Value>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    ext_num: Option<Value>,
-}
-
-fn map_summary(asked: Party, rest: &Map<String, Value>) -> Result<Completed, ProviderError> {
-    let data = rest.get("data").and_then(Value::as_object);
-    // The docs' own example asks with src_ext_id and answers under `dst`: take the
-    // asked party's key if present, else whichever is there.
-    let asked_key = if asked == Party::Caller { "src" } else { "dst" };
-    let record = data.and_then(|d| d.get(asked_key).or_else(|| d.get("src")).or_else(|| d.get("dst")));
-    let Some(record) = record.filter(|r| !r.is_null()) else {
-        return Err(ProviderError::NotFound {
-            message: "the PBX answered without a summary for this call leg".into(),
-            vendor: VendorDetail::new(Some(200), Some(0.into()), None),
-        });
-    };
-    let record: Record = serde_json::from_value(record.clone())
-        .map_err(|_| ProviderError::bad_answer(200, "a summary record of an unexpected shape"))?;
-    let content = Content::from_sections(mapping::sections_from_html(&record.summary));
-    let extension = match record.ext_num {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let participant =
-        Participant { role: asked.as_str().to_owned(), name: record.name.filter(|n| !n.is_empty()), extension };
-    let mut provider_ref = Map::new();
-    if let Some(id) = record.id {
-        provider_ref.insert("summary_id".into(), id);
-    }
-    if let Some(call_id) = record.call_id {
-        provider_ref.insert("call_id".into(), json!(call_id));
-    }
-    Ok(Completed {
-        content,
-        data: None,
-        participants: vec![participant],
-        provider_ref: Some(Value::Object(provider_ref)),
-        created_at: record.created_at.as_ref().and_then(timestamp),
-        updated_at: record.updated_at.as_ref().and_then(timestamp),
-    })
 }
 
 /// Seconds since the epoch, given as an integer or a string of digits.

@@ -22,7 +22,6 @@
 //! summaries answer 60001.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -143,25 +142,8 @@ pub struct YeastarSimulator {
     inner: Arc<Inner>,
 }
 
-/// A simulator serving on a local port.
-pub struct RunningSimulator {
-    pub addr: SocketAddr,
-    pub sim: YeastarSimulator,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningSimulator {
-    /// `http://127.0.0.1:port` — the provider's `base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for RunningSimulator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A simulator serving on a local port (stops when dropped).
+pub type RunningSimulator = sim_hooks::Running<YeastarSimulator>;
 
 /// The records of the fixtures: the docs' example plus `fixtures/records.json`.
 pub fn fixture_records() -> Vec<SimRecord> {
@@ -206,8 +188,8 @@ impl YeastarSimulator {
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let (addr, task) = sim_hooks::serve(listener, self.router(), "yeastar")?;
-        Ok(RunningSimulator { addr, sim: self, task })
+        let router = self.router();
+        sim_hooks::Running::serve(self, listener, router, "yeastar")
     }
 
     /// The simulator's HTTP routes.

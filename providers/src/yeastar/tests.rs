@@ -42,7 +42,7 @@ fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
 fn maps_the_docs_example() {
     let fixture: Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap();
     let Value::Object(rest) = fixture else { panic!() };
-    let completed = map_summary(Party::Caller, &rest).unwrap();
+    let completed = adapter_at("http://127.0.0.1:9", "s", "1s").map_summary(Party::Caller, rest).unwrap();
     assert_eq!(completed.content.sections.len(), 3);
     assert!(completed.content.sections.iter().all(|s| s.items.len() == 3));
     assert!(!completed.content.text.contains('<') && !completed.content.markdown.contains("<p>"));
@@ -56,11 +56,25 @@ fn maps_the_docs_example() {
 fn accepts_src_or_dst_and_string_timestamps() {
     let rest = json!({"data": {"src": {"summary": "<p>T</p><ul><li>x</li></ul>", "created_at": "1778682830", "updated_at": 1_778_682_831, "ext_num": 3201}}});
     let Value::Object(rest) = rest else { panic!() };
-    let c = map_summary(Party::Callee, &rest).unwrap();
+    let c = adapter_at("http://127.0.0.1:9", "s", "1s").map_summary(Party::Callee, rest).unwrap();
     assert_eq!(c.created_at, Some(UNIX_EPOCH + Duration::from_secs(1_778_682_830)));
     assert_eq!(c.updated_at, Some(UNIX_EPOCH + Duration::from_secs(1_778_682_831)));
     assert_eq!(c.participants[0].extension.as_deref(), Some("3201"));
     assert_eq!(c.participants[0].role, "callee");
+}
+
+#[test]
+fn a_mapping_override_follows_a_renamed_field() {
+    let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: i\n    client_secret: s\n    mappings: { summary: { text: \"$.data.*.summary_html\", participant_name: \"$.data.*.agent\" } }\n";
+    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    let p = &config.providers["pbx"];
+    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
+    let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y).unwrap();
+    let rest = json!({"data": {"dst": {"summary_html": "<p>T</p><ul><li>x</li></ul>", "agent": "Leo"}}});
+    let Value::Object(rest) = rest else { panic!() };
+    let c = yeastar.map_summary(Party::Callee, rest).unwrap();
+    assert_eq!(c.content.sections[0].items, ["x"]);
+    assert_eq!(c.participants[0].name.as_deref(), Some("Leo"));
 }
 
 #[test]

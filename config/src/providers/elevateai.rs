@@ -1,0 +1,75 @@
+//! `type: elevateai` — ElevateAI (NICE) generative-AI results of interactions.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{ConfigError, join};
+use crate::{EnvLookup, Secret, resolve_secret};
+
+/// ElevateAI refuses more than this many concurrent gen-AI requests per account:
+/// the provider's `max_concurrency` defaults to it.
+pub const ACCOUNT_CONCURRENCY: usize = 10;
+
+/// Which family of gen-AI routes the account has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElevateAiVariant {
+    /// `/gen-ai/cx/*`: every kind, coaching and composition included.
+    #[default]
+    Cx,
+    /// `/gen-ai/*`: summary, details, action items, topics and questions.
+    Standard,
+}
+
+/// An ElevateAI account.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevateAiConfig {
+    /// The host, `https://api.elevateai.com`; the adapter adds `/v1/interactions/...`. Required.
+    #[serde(default)]
+    pub base_url: Option<Url>,
+    /// Environment variable holding the API token (sent as `X-API-Token`).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The API token inline. For local use only.
+    #[serde(default)]
+    pub token: Option<Secret<String>>,
+    /// `cx` (default) or `standard`.
+    #[serde(default)]
+    pub variant: ElevateAiVariant,
+    /// `Retry-After` given to callers when the vendor is still processing an
+    /// interaction (409 `conversation_not_ready`) and says nothing itself.
+    #[serde(default = "default_not_ready_retry", with = "humantime_serde")]
+    pub not_ready_retry_after: Duration,
+    /// Resolved API token.
+    #[serde(skip)]
+    pub resolved_token: Option<Secret<String>>,
+}
+
+const fn default_not_ready_retry() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl ElevateAiConfig {
+    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+        match &self.base_url {
+            Some(url) => super::check_base_url(path, url, errors),
+            None => errors.push(ConfigError::new(join(path, "base_url"), "missing field")),
+        }
+        self.resolved_token =
+            resolve_secret(path, "token", self.token.as_ref(), self.token_env.as_deref(), env, errors);
+        if self.token.is_none() && self.token_env.is_none() {
+            errors.push(ConfigError::new(join(path, "token_env"), "missing field (or token inline)"));
+        }
+        if self.not_ready_retry_after.is_zero() {
+            errors.push(ConfigError::new(join(path, "not_ready_retry_after"), "must be longer than 0s"));
+        }
+    }
+
+    /// The API token. Present once the config has loaded.
+    pub fn token(&self) -> Secret<String> {
+        self.resolved_token.clone().unwrap_or_else(|| Secret::new(String::new()))
+    }
+}

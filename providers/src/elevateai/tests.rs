@@ -1,0 +1,185 @@
+//! The adapter against the simulator: routes per variant, the vendor's codes,
+//! retries inside the deadline, questions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_config::{Config, VendorConfig};
+
+use super::simulator::{
+    BILLING_CALL, ElevateAiSimulator, MARK_UNANSWERABLE, OUTAGE_CHAT, PROCESSING_CALL, RunningSimulator, SimOptions,
+};
+use super::*;
+use crate::canonical::Conversation;
+
+fn adapter(sim: &RunningSimulator, extra: &str) -> ElevateAi {
+    adapter_at(&sim.base_url(), "demo-elevateai-token", extra)
+}
+
+fn adapter_at(base_url: &str, token: &str, extra: &str) -> ElevateAi {
+    let yaml = format!(
+        "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  ai:\n    type: elevateai\n    base_url: {base_url}\n    token: {token}\n    timeout: 3s\n{extra}\n"
+    );
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let p = &config.providers["ai"];
+    let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
+    ElevateAi::new(Arc::from("ai"), &p.common, e).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn request(kind: Kind, id: &str) -> SummaryRequest {
+    SummaryRequest {
+        kind,
+        language: ElevateAi::language(kind, None).unwrap(),
+        conversation: Conversation { id: Some(id.into()), ..Conversation::default() },
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_each_variant_reaches_its_route_and_maps() {
+    let sim = ElevateAiSimulator::start(SimOptions { latency: Duration::ZERO, ..SimOptions::default() }).await.unwrap();
+    for (variant, kinds) in [("cx", ElevateAi::CX_KINDS), ("standard", ElevateAi::STANDARD_KINDS)] {
+        let ai = adapter(&sim, &format!("    variant: {variant}"));
+        assert_eq!(ai.kinds(), kinds);
+        for kind in kinds {
+            let done = ai.summarize(&request(*kind, BILLING_CALL)).await.unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            assert!(!done.content.sections.is_empty(), "{variant} {kind:?}");
+            assert_eq!(done.provider_ref, Some(json!({"interaction_id": BILLING_CALL})));
+            assert_eq!(done.data.is_some(), matches!(kind, Kind::Details | Kind::Topics | Kind::Composition));
+        }
+        assert_eq!(sim.stats().variants.get(variant).copied(), Some(kinds.len() as u64), "{variant}");
+    }
+}
+
+#[tokio::test]
+async fn summaries_ask_in_the_requested_language() {
+    let sim = ElevateAiSimulator::start(SimOptions::default()).await.unwrap();
+    let ai = adapter(&sim, "");
+    let mut req = request(Kind::Summary, BILLING_CALL);
+    let english = ai.summarize(&req).await.unwrap();
+    req.language = ElevateAi::language(Kind::Summary, Some("pt-br")).unwrap();
+    assert_eq!(req.language.as_deref(), Some("pt-BR"));
+    let portuguese = ai.summarize(&req).await.unwrap();
+    assert_ne!(english.content.text, portuguese.content.text);
+    assert_eq!(sim.stats().languages, ["en", "pt-BR"]);
+    assert_eq!(ElevateAi::language(Kind::Topics, Some("pt-BR")).unwrap(), None, "only summaries have a language");
+    assert!(ElevateAi::language(Kind::Summary, Some("not a tag!")).is_err());
+}
+
+#[tokio::test]
+async fn vendor_codes_map_to_the_error_table() {
+    let sim = ElevateAiSimulator::start(SimOptions::default()).await.unwrap();
+    let ai = adapter(&sim, "    not_ready_retry_after: 7s");
+    let err = ai.summarize(&request(Kind::Summary, PROCESSING_CALL)).await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::NotReady { retry_after, .. } if retry_after == Duration::from_secs(7)),
+        "{err:?}"
+    );
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    assert!(matches!(ai.summarize(&request(Kind::Summary, unknown)).await, Err(ProviderError::NotFound { .. })));
+    sim.fail_next(500, 1);
+    let err = ai.summarize(&request(Kind::Topics, BILLING_CALL)).await.unwrap_err();
+    let ProviderError::Unavailable { vendor, .. } = err else { panic!("{err:?}") };
+    assert_eq!((vendor.status, vendor.code), (Some(500), Some(json!("INTERNAL_ERROR"))));
+
+    let wrong = adapter_at(&sim.base_url(), "not-the-token", "");
+    assert!(wrong.is_available());
+    assert!(matches!(
+        wrong.summarize(&request(Kind::Summary, BILLING_CALL)).await,
+        Err(ProviderError::Rejected { .. })
+    ));
+    assert!(!wrong.is_available(), "a rejected token shows in /v1/providers");
+}
+
+#[tokio::test]
+async fn model_timeouts_are_retried_inside_the_deadline_then_504() {
+    let sim = ElevateAiSimulator::start(SimOptions { latency: Duration::ZERO, ..SimOptions::default() }).await.unwrap();
+    let ai = adapter(&sim, "");
+    sim.fail_next(408, 2);
+    ai.summarize(&request(Kind::Summary, BILLING_CALL)).await.expect("retried past two 408s");
+    assert_eq!(sim.stats().requests["summary"], 3);
+
+    let short = adapter_at(&sim.base_url(), "demo-elevateai-token", "    timeout: 400ms");
+    sim.fail_next(408, 1000);
+    let started = tokio::time::Instant::now();
+    let err = short.summarize(&request(Kind::Summary, BILLING_CALL)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(1200), "gave up within the deadline: {:?}", started.elapsed());
+    sim.fail_next(408, 0);
+}
+
+#[tokio::test]
+async fn the_vendors_concurrency_refusals_are_retried() {
+    // The vendor allows 2 at once; this provider (wrongly) allows 6: the vendor's
+    // 429s are retried with backoff and every call still succeeds.
+    let sim = ElevateAiSimulator::start(SimOptions {
+        latency: Duration::from_millis(40),
+        max_concurrent: 2,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let ai = Arc::new(adapter(&sim, "    max_concurrency: 6"));
+    let calls: Vec<_> = ElevateAi::CX_KINDS
+        .iter()
+        .map(|kind| {
+            let ai = Arc::clone(&ai);
+            let kind = *kind;
+            tokio::spawn(async move { ai.summarize(&request(kind, OUTAGE_CHAT)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().expect("retried until a slot was free");
+    }
+    let stats = sim.stats();
+    assert!(stats.rejected_busy > 0, "the vendor did refuse some: {stats:?}");
+    assert!(stats.max_in_flight <= 2);
+}
+
+#[tokio::test]
+async fn questions_are_answered_failed_or_refused_past_the_allowance() {
+    let sim = ElevateAiSimulator::start(SimOptions { latency: Duration::ZERO, ..SimOptions::default() }).await.unwrap();
+    let ai = adapter(&sim, "");
+    let Asked::Answered(answer) = ai.ask(OUTAGE_CHAT, "When will the outage be fixed?").await.unwrap() else {
+        panic!("not answered")
+    };
+    assert!(!answer.is_empty());
+    let failed = ai.ask(OUTAGE_CHAT, &format!("What colour is the router? {MARK_UNANSWERABLE}")).await.unwrap();
+    assert!(matches!(failed, Asked::Failed(_)), "{failed:?}");
+    for i in 0..4 {
+        assert!(matches!(ai.ask(OUTAGE_CHAT, &format!("Question {i}?")).await.unwrap(), Asked::Answered(_)));
+    }
+    let refused = ai.ask(OUTAGE_CHAT, "One too many?").await.unwrap();
+    let Asked::LimitReached(vendor) = refused else { panic!("{refused:?}") };
+    assert_eq!(vendor.status, Some(409));
+    let listed = ai.questions(OUTAGE_CHAT).await.unwrap();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    assert_eq!(listed[0].question, "When will the outage be fixed?");
+    assert_eq!(listed[0].answer.as_deref(), Some(answer.as_str()));
+    assert!(listed[1].answer.is_none(), "the failed one has no answer");
+    assert!(listed.iter().all(|q| q.asked_at.is_some()));
+}
+
+#[test]
+fn interaction_ids_must_be_guids() {
+    assert!(validate_interaction_id(Some(BILLING_CALL)).is_ok());
+    assert!(validate_interaction_id(Some(&BILLING_CALL.to_uppercase())).is_ok());
+    for bad in
+        ["", "123", "3f6a2c1e8b4d4e7a9c2f5d1b7e9a0c41", "../../v1/interactions", "3f6a2c1e-8b4d-4e7a-9c2f-5d1b7e9a0c4g"]
+    {
+        assert!(matches!(validate_interaction_id(Some(bad)), Err(RequestProblem::Invalid(_))), "{bad}");
+    }
+    assert!(validate_interaction_id(None).is_err());
+}
+
+#[test]
+fn bad_mappings_are_all_reported_with_their_paths() {
+    let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  ai:\n    type: elevateai\n    base_url: http://127.0.0.1:9\n    token: t\n    variant: standard\n    mappings:\n      summary: { text: \"$.[\" }\n      topics: { colour: \"$.x\" }\n      nonsense: { items: \"$.x\" }\n";
+    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    let p = &config.providers["ai"];
+    let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
+    let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e) else { panic!("bad mappings accepted") };
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].starts_with("mappings.nonsense: "), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.starts_with("mappings.summary.text: `$.[` is not a valid JSONPath")));
+    assert!(errors.iter().any(|e| e.starts_with("mappings.topics.colour: unknown field")));
+}
