@@ -42,7 +42,7 @@
 use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -687,31 +687,7 @@ fn shorten(sentence: &str) -> String {
 
 /// `2025-12-14T07:26:35.970Z`: UTC with milliseconds, as in CommBox's 404 body.
 fn rfc3339_millis(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let in_day = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -1008,6 +984,8 @@ mod tests {
 
     #[test]
     fn formats_response_time() {
+        use std::time::UNIX_EPOCH;
+
         let at = UNIX_EPOCH + Duration::from_millis(1_765_697_195_970);
         assert_eq!(rfc3339_millis(at), "2025-12-14T07:26:35.970Z");
         assert_eq!(rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_868_799)), "2000-02-29T23:59:59.000Z");

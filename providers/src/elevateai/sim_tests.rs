@@ -457,5 +457,5 @@ fn helpers() {
     assert_eq!(summary_in(&summaries, Some(";;,")), "E");
     assert_eq!(sentences("One $89.99 two. Three? Four"), ["One $89.99 two.", "Three?", "Four"]);
     assert_eq!(upper_snake("Service Unavailable"), "SERVICE_UNAVAILABLE");
-    assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_868_799)), "2000-02-29T23:59:59Z");
+    assert_eq!(rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(951_868_799)), "2000-02-29T23:59:59Z");
 }
