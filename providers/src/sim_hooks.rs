@@ -22,10 +22,16 @@ pub struct Running<S: SimControls> {
 }
 
 impl<S: SimControls> Running<S> {
-    /// Serves `router` on a bound listener in a background task; `name` is for
-    /// the log line if serving stops with an error.
-    pub fn serve(sim: S, listener: TcpListener, router: Router, name: &'static str) -> std::io::Result<Self> {
+    /// Binds `127.0.0.1:0` and serves.
+    pub async fn start(sim: S) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(sim, listener)
+    }
+
+    /// Serves the simulator's routes on a bound listener in a background task.
+    pub fn serve(sim: S, listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
+        let (router, name) = (sim.routes(), S::NAME);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, simulator = name, "simulator stopped");
@@ -57,6 +63,10 @@ impl<S: SimControls> Drop for Running<S> {
 
 /// What a simulator offers the shared hooks.
 pub trait SimControls: Clone + Send + Sync + 'static {
+    /// The vendor, for log lines.
+    const NAME: &'static str;
+    /// Its HTTP routes, vendor API and `/_sim/` hooks.
+    fn routes(&self) -> Router;
     /// Moves the simulator's clock forward (token and result expiry).
     fn advance(&self, by: Duration);
     /// The vendor's own time before each answer.

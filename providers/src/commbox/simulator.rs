@@ -278,14 +278,12 @@ impl CommBoxSimulator {
 
     /// Binds `127.0.0.1:0` and serves.
     pub async fn start(options: SimOptions) -> std::io::Result<RunningSimulator> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        Self::new(options).serve_on(listener)
+        sim_hooks::Running::start(Self::new(options)).await
     }
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let router = self.router();
-        sim_hooks::Running::serve(self, listener, router, "commbox")
+        sim_hooks::Running::serve(self, listener)
     }
 
     /// The simulator's HTTP routes.
@@ -580,6 +578,12 @@ async fn stats(State(sim): State<CommBoxSimulator>) -> Json<SimStats> {
 }
 
 impl SimControls for CommBoxSimulator {
+    const NAME: &'static str = "commbox";
+
+    fn routes(&self) -> Router {
+        self.router()
+    }
+
     fn advance(&self, by: Duration) {
         Self::advance(self, by);
     }

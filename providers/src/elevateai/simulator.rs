@@ -98,6 +98,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+use crate::canonical::Kind;
 use crate::sim_hooks::{self, SimControls};
 
 /// The seeded audio call about a duplicate charge (processed).
@@ -263,47 +264,22 @@ fn seeds() -> Vec<Seed> {
     })
 }
 
-/// The gen-AI result kinds (named as the gateway's kinds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GenAi {
-    Summary,
-    Details,
-    ActionItems,
-    Coaching,
-    Topics,
-    Composition,
-}
-
-impl GenAi {
-    const ALL: [Self; 6] =
-        [Self::Summary, Self::Details, Self::ActionItems, Self::Coaching, Self::Topics, Self::Composition];
-
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Summary => "summary",
-            Self::Details => "details",
-            Self::ActionItems => "action_items",
-            Self::Coaching => "coaching",
-            Self::Topics => "topics",
-            Self::Composition => "composition",
-        }
-    }
-
-    /// The path under `/v1/interactions/{id}/`, if the variant has the kind.
-    const fn path(self, variant: Variant) -> Option<&'static str> {
-        match (variant, self) {
-            (Variant::Cx, Self::Summary) => Some("gen-ai/cx/summary"),
-            (Variant::Cx, Self::Details) => Some("gen-ai/cx/summary/details"),
-            (Variant::Cx, Self::ActionItems) => Some("gen-ai/cx/agent/action-items"),
-            (Variant::Cx, Self::Coaching) => Some("gen-ai/cx/agent/coaching-assistant"),
-            (Variant::Cx, Self::Topics) => Some("gen-ai/cx/topics"),
-            (Variant::Cx, Self::Composition) => Some("gen-ai/cx/conversation-composition"),
-            (Variant::Standard, Self::Summary) => Some("gen-ai/summary"),
-            (Variant::Standard, Self::Details) => Some("gen-ai/summary/details"),
-            (Variant::Standard, Self::ActionItems) => Some("gen-ai/action-items"),
-            (Variant::Standard, Self::Topics) => Some("gen-ai/topics"),
-            (Variant::Standard, Self::Coaching | Self::Composition) => None,
-        }
+/// The vendor's route of a kind under `/v1/interactions/{id}/`, if the variant has
+/// it: the simulator's own table, not the adapter's, so a wrong route in the
+/// adapter fails against the simulator.
+const fn gen_ai_path(kind: Kind, variant: Variant) -> Option<&'static str> {
+    match (variant, kind) {
+        (Variant::Cx, Kind::Summary) => Some("gen-ai/cx/summary"),
+        (Variant::Cx, Kind::Details) => Some("gen-ai/cx/summary/details"),
+        (Variant::Cx, Kind::ActionItems) => Some("gen-ai/cx/agent/action-items"),
+        (Variant::Cx, Kind::Coaching) => Some("gen-ai/cx/agent/coaching-assistant"),
+        (Variant::Cx, Kind::Topics) => Some("gen-ai/cx/topics"),
+        (Variant::Cx, Kind::Composition) => Some("gen-ai/cx/conversation-composition"),
+        (Variant::Standard, Kind::Summary) => Some("gen-ai/summary"),
+        (Variant::Standard, Kind::Details) => Some("gen-ai/summary/details"),
+        (Variant::Standard, Kind::ActionItems) => Some("gen-ai/action-items"),
+        (Variant::Standard, Kind::Topics) => Some("gen-ai/topics"),
+        (Variant::Standard, Kind::Coaching | Kind::Composition) => None,
     }
 }
 
@@ -333,7 +309,7 @@ impl Variant {
 /// What a gated request is, for the stats.
 #[derive(Debug, Clone, Copy)]
 enum Call {
-    GenAi(GenAi),
+    GenAi(Kind),
     Ask,
     AskList,
 }
@@ -474,14 +450,12 @@ impl ElevateAiSimulator {
 
     /// Binds `127.0.0.1:0` and serves.
     pub async fn start(options: SimOptions) -> std::io::Result<RunningSimulator> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        Self::new(options).serve_on(listener)
+        sim_hooks::Running::start(Self::new(options)).await
     }
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let router = self.router();
-        sim_hooks::Running::serve(self, listener, router, "elevateai")
+        sim_hooks::Running::serve(self, listener)
     }
 
     /// The simulator's HTTP routes.
@@ -489,8 +463,8 @@ impl ElevateAiSimulator {
         let mut router =
             Router::new().route(INTERACTIONS_PATH, post(declare)).route("/v1/interactions/{id}/status", get(status));
         for variant in [Variant::Cx, Variant::Standard] {
-            for kind in GenAi::ALL {
-                if let Some(path) = kind.path(variant) {
+            for kind in Kind::ALL {
+                if let Some(path) = gen_ai_path(kind, variant) {
                     router = router.route(&format!("/v1/interactions/{{id}}/{path}"), gen_ai_route(kind, variant));
                 }
             }
@@ -594,8 +568,8 @@ impl ElevateAiSimulator {
             let mut state = self.state();
             *state.stats.variants.entry(variant.name().into()).or_default() += 1;
             if let Call::GenAi(kind) = call {
-                *state.stats.requests.entry(kind.name().into()).or_default() += 1;
-                if kind == GenAi::Summary {
+                *state.stats.requests.entry(kind.as_str().into()).or_default() += 1;
+                if kind == Kind::Summary {
                     let language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
                     state.stats.languages.push(language.unwrap_or_default().to_owned());
                 }
@@ -626,22 +600,22 @@ impl ElevateAiSimulator {
     }
 
     /// A gen-AI result.
-    async fn gen_ai(&self, id: &str, headers: &HeaderMap, kind: GenAi, variant: Variant) -> Answer {
+    async fn gen_ai(&self, id: &str, headers: &HeaderMap, kind: Kind, variant: Variant) -> Answer {
         let _slot = self.gate(headers, Call::GenAi(kind), variant).await?;
         let state = self.state();
         let now = state.now(self.inner.started);
         let key = ready(&state, id, now)?;
         let content = &state.interactions.get(&key).ok_or_else(|| interaction_not_found(id))?.content;
         let body = match kind {
-            GenAi::Summary => {
+            Kind::Summary => {
                 let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
                 json!({ "summary": summary_in(&content.summary, accept) })
             }
-            GenAi::Details => json!(content.details),
-            GenAi::ActionItems => json!({ "actionItems": content.action_items }),
-            GenAi::Coaching => json!({ "coachingPoints": content.coaching_points }),
-            GenAi::Topics => json!({ "topics": content.topics }),
-            GenAi::Composition => json!({ "concerns": content.concerns }),
+            Kind::Details => json!(content.details),
+            Kind::ActionItems => json!({ "actionItems": content.action_items }),
+            Kind::Coaching => json!({ "coachingPoints": content.coaching_points }),
+            Kind::Topics => json!({ "topics": content.topics }),
+            Kind::Composition => json!({ "concerns": content.concerns }),
         };
         Ok(Json(body))
     }
@@ -761,6 +735,12 @@ impl ElevateAiSimulator {
 }
 
 impl SimControls for ElevateAiSimulator {
+    const NAME: &'static str = "elevateai";
+
+    fn routes(&self) -> Router {
+        self.router()
+    }
+
     fn advance(&self, by: Duration) {
         Self::advance(self, by);
     }
@@ -788,7 +768,7 @@ fn ready(state: &SimState, id: &str, now: Duration) -> Result<Uuid, VendorError>
     }
 }
 
-fn gen_ai_route(kind: GenAi, variant: Variant) -> MethodRouter<ElevateAiSimulator> {
+fn gen_ai_route(kind: Kind, variant: Variant) -> MethodRouter<ElevateAiSimulator> {
     get(move |State(sim): State<ElevateAiSimulator>, Path(id): Path<String>, headers: HeaderMap| async move {
         sim.gen_ai(&id, &headers, kind, variant).await
     })

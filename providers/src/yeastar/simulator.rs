@@ -182,14 +182,12 @@ impl YeastarSimulator {
 
     /// Binds `127.0.0.1:0` and serves.
     pub async fn start(options: SimOptions) -> std::io::Result<RunningSimulator> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        Self::new(options).serve_on(listener)
+        sim_hooks::Running::start(Self::new(options)).await
     }
 
     /// Serves on a bound listener in a background task.
     pub fn serve_on(self, listener: TcpListener) -> std::io::Result<RunningSimulator> {
-        let router = self.router();
-        sim_hooks::Running::serve(self, listener, router, "yeastar")
+        sim_hooks::Running::serve(self, listener)
     }
 
     /// The simulator's HTTP routes.
@@ -403,6 +401,12 @@ async fn stats(State(sim): State<YeastarSimulator>) -> Json<SimStats> {
 }
 
 impl SimControls for YeastarSimulator {
+    const NAME: &'static str = "yeastar";
+
+    fn routes(&self) -> Router {
+        self.router()
+    }
+
     fn advance(&self, by: Duration) {
         Self::advance(self, by);
     }
