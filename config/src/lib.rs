@@ -190,18 +190,7 @@ impl Config {
             }
         }
         self.webhooks.validate(errors);
-        if self.store.summary_ttl.is_zero() {
-            errors.push(ConfigError::new("store.summary_ttl", "must be longer than 0s"));
-        }
-        if self.store.failure_ttl.is_zero() {
-            errors.push(ConfigError::new("store.failure_ttl", "must be longer than 0s"));
-        }
-        if self.store.redis_url.is_some() {
-            errors.push(ConfigError::new(
-                "store.redis_url",
-                "the shared Redis store is not in this build yet; omit it to use the embedded store",
-            ));
-        }
+        self.store.validate(errors);
         let mut seen: BTreeMap<[u8; 32], &str> = BTreeMap::new();
         for (name, key) in &self.auth.keys {
             if key.sha256 == [0; 32] {

@@ -235,3 +235,23 @@ fn elevateai_defaults_to_the_vendors_concurrency_limit() {
         assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
     }
 }
+
+#[test]
+fn the_redis_store_is_configured_and_checked() {
+    let base = "auth: { keys: { t: { key: k } } }\nproviders: { p: { type: yeastar, base_url: 'https://pbx', client_id: a, client_secret: b } }\n";
+    let yaml = format!("{base}store: {{ redis_url: 'redis://:pw@redis:6379/2', key_prefix: gw-a, job_lease: 4s }}\n");
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    assert_eq!(config.store.redis_url.as_ref().map(|u| u.expose().as_str()), Some("redis://:pw@redis:6379/2"));
+    assert_eq!((config.store.key_prefix.as_str(), config.store.job_lease), ("gw-a", Duration::from_secs(4)));
+    assert_eq!(config.store.timeout, Duration::from_millis(500));
+
+    let yaml = format!(
+        "{base}store: {{ redis_url: 'rediss://redis:6380', key_prefix: 'a{{b}}', job_lease: 100ms, timeout: 0s }}\n"
+    );
+    let messages: Vec<String> =
+        Config::from_yaml(&yaml, &|_| None).unwrap_err().iter().map(ToString::to_string).collect();
+    for path in ["store.redis_url", "store.key_prefix", "store.job_lease", "store.timeout"] {
+        assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
+    }
+    assert!(!messages.iter().any(|m| m.contains("redis:6380")), "the URL is not echoed: {messages:#?}");
+}

@@ -31,7 +31,7 @@ use crate::middleware::redact::redact_query_credentials;
 use crate::middleware::request_id::MakeId;
 use crate::middleware::trace::RequestSpan;
 use crate::questions::Questions;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, RedisStore, Store};
 use crate::summaries::Summaries;
 use crate::webhooks::Webhooks;
 
@@ -50,6 +50,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// `/openapi.json`, serialized once when the router is built.
     pub openapi: OnceLock<Bytes>,
+    /// This process's name in a shared store's leases and flights (unique per start).
+    pub replica: String,
 }
 
 /// The gateway could not start.
@@ -60,28 +62,44 @@ pub enum InitError {
     Provider(String, Vec<String>),
     #[error("{0}")]
     Webhooks(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 impl App {
     /// Builds providers (HTTP clients, token state), the store and the keys.
     pub fn new(config: Config) -> Result<Arc<Self>, InitError> {
+        let replica = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let (store, shared): (Arc<dyn Store>, Option<Arc<dyn providers::SharedState>>) =
+            if config.store.redis_url.is_some() {
+                let redis = Arc::new(RedisStore::new(&config.store, &replica).map_err(InitError::Store)?);
+                (Arc::clone(&redis) as Arc<dyn Store>, Some(redis as Arc<dyn providers::SharedState>))
+            } else {
+                (Arc::new(MemoryStore::new(config.store.max_bytes)), None)
+            };
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let built = Provider::from_config(provider).map_err(|e| InitError::Provider(name.clone(), e))?;
+            let built = Provider::from_config_shared(provider, shared.clone())
+                .map_err(|e| InitError::Provider(name.clone(), e))?;
             providers.insert(name.clone(), Arc::new(built));
         }
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.store.max_bytes));
         let summaries = Arc::new(Summaries::new(Arc::clone(&store), &config));
         let webhooks =
             Webhooks::new(&config, store, Arc::clone(&summaries.outbox_wake)).map_err(InitError::Webhooks)?;
         Ok(Arc::new(Self {
-            questions: Arc::new(Questions::new(Arc::clone(summaries.store()), config.store.question_ttl)),
+            questions: Arc::new(Questions::new(
+                Arc::clone(summaries.store()),
+                config.store.question_ttl,
+                Arc::clone(&summaries.flight_ends),
+                summaries.flight_ttl,
+            )),
             summaries,
             webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),
             providers,
             draining: AtomicBool::new(false),
             openapi: OnceLock::new(),
+            replica,
             config,
         }))
     }
@@ -93,9 +111,26 @@ impl App {
     /// Starts the background work: the webhook worker, and polling of jobs the
     /// store holds from before (a shared store). Stops on [`Self::stop_background`].
     pub fn start_background(self: &Arc<Self>) {
-        tokio::spawn(Arc::clone(&self.webhooks).run(self.summaries.shutdown.clone()));
-        let app = Arc::clone(self);
-        tokio::spawn(async move { app.summaries.resume_jobs(&app.providers).await });
+        let shutdown = self.summaries.shutdown.clone();
+        tokio::spawn(Arc::clone(&self.webhooks).run(shutdown.clone()));
+        let store = self.summaries.store();
+        if store.shared() {
+            tracing::info!(replica = %self.replica, "shared store: coordinating with other replicas");
+            // Weak: the subscription must not keep the app alive after it stops.
+            let summaries = Arc::downgrade(&self.summaries);
+            store.subscribe(
+                Arc::new(move |event| {
+                    if let Some(summaries) = summaries.upgrade() {
+                        summaries.on_event(event);
+                    }
+                }),
+                shutdown,
+            );
+            tokio::spawn(Arc::clone(&self.summaries).watch_orphaned_jobs(self.providers.clone()));
+        } else {
+            let app = Arc::clone(self);
+            tokio::spawn(async move { app.summaries.resume_jobs(&app.providers).await });
+        }
     }
 
     /// Stops pollers and the webhook worker, and answers long-polls with the current state.
@@ -130,7 +165,7 @@ pub fn router(app: &Arc<App>) -> Router {
                 // 10. Who is calling (401 otherwise).
                 .layer(AuthLayer::new(keys))
                 // 11. Within their limit (429 otherwise); keys on what auth found.
-                .layer(RateLimitLayer),
+                .layer(RateLimitLayer::new(Arc::clone(app.summaries.store()))),
         )
     });
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));

@@ -10,7 +10,15 @@
 //!
 //! Ending a job is one store operation ([`Store::finish_job`]): final resource
 //! stored, job removed, webhooks queued. Then this process's waiters are woken
-//! and the webhook worker is told.
+//! and the webhook worker is told (a shared store also tells the other replicas).
+//!
+//! With a shared store a job is polled by the replica holding its **lease**
+//! (`store.job_lease`, taken when the job is created). The poller renews it every
+//! third of the lease; if renewal finds another holder it stops. Every replica
+//! looks for jobs without a live lease every half lease (jittered) and takes them
+//! over, so a job whose replica died (or shut down, releasing its leases) is
+//! polled again within about 1.5 leases. While the store is unreachable the
+//! poller keeps polling and holds a finished result until the store takes it.
 //!
 //! [`Store::finish_job`]: crate::store::Store::finish_job
 
@@ -24,8 +32,9 @@ use tokio::time::Instant;
 use crate::store::Job;
 use crate::summaries::{Summaries, completed_resource, pending_resource, rfc3339, stored};
 
-/// How long ending a job is retried while the store fails.
-const FINISH_RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long ending a job is retried while the store fails (then the job is left
+/// to the lease: another replica, or this one, polls and ends it again).
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
 
 /// How a job ended.
 enum End {
@@ -62,10 +71,10 @@ impl Summaries {
         })
     }
 
-    /// Jobs in the store that this process does not poll yet, polled from now on
-    /// (after a restart with a shared store).
+    /// Jobs in the store that no replica polls, polled by this one from now on:
+    /// after a restart, or (shared store) whose replica died.
     pub async fn resume_jobs(self: &Arc<Self>, providers: &std::collections::BTreeMap<String, Arc<Provider>>) {
-        let jobs = match self.store.jobs().await {
+        let jobs = match self.store.unclaimed_jobs().await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list pending jobs to resume");
@@ -73,13 +82,39 @@ impl Summaries {
             }
         };
         for job in jobs {
-            match providers.get(&job.provider) {
-                Some(provider) => self.spawn_poller(job, Arc::clone(provider)),
-                None => {
-                    tracing::warn!(summary_id = %job.id, provider = %job.provider, "a pending job's provider is no longer configured");
+            if self.polls(&job.id) {
+                continue;
+            }
+            let Some(provider) = providers.get(&job.provider) else {
+                tracing::warn!(summary_id = %job.id, provider = %job.provider, "a pending job's provider is no longer configured");
+                continue;
+            };
+            match self.store.acquire_lease(&job.id).await {
+                Ok(true) => {
+                    tracing::info!(summary_id = %job.id, provider = %job.provider, "taking over a pending job");
+                    self.spawn_poller(job, Arc::clone(provider));
                 }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(summary_id = %job.id, error = %e, "could not take a pending job's lease"),
             }
         }
+    }
+
+    /// Every half lease (jittered), [`Self::resume_jobs`] until shutdown: how a
+    /// replica takes over the jobs of one that died. Shared stores only.
+    pub async fn watch_orphaned_jobs(self: Arc<Self>, providers: std::collections::BTreeMap<String, Arc<Provider>>) {
+        loop {
+            self.resume_jobs(&providers).await;
+            let every = (self.job_lease / 2).mul_f64(0.75 + 0.5 * fastrand::f64());
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn polls(&self, id: &str) -> bool {
+        self.pollers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(id)
     }
 
     async fn poll_job(&self, job: Job, provider: &Arc<Provider>, nudge: &Notify) {
@@ -91,12 +126,39 @@ impl Summaries {
         };
         let deadline = instant_of(job.deadline_ms);
         let mut failures = 0_u32;
+        let renew_every = self.job_lease / 3;
+        let mut renew_at = Instant::now() + renew_every;
         loop {
-            let wake = (Instant::now() + poll_delay(policy, failures)).min(deadline);
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = nudge.notified() => tracing::debug!(summary_id = %job.id, "vendor callback: polling now"),
-                () = self.shutdown.cancelled() => return,
+            let poll_at = (Instant::now() + poll_delay(policy, failures)).min(deadline);
+            // Sleep until the poll, renewing the lease on the way.
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(poll_at.min(renew_at)) => {}
+                    () = nudge.notified() => {
+                        tracing::debug!(summary_id = %job.id, "vendor callback: polling now");
+                        break;
+                    }
+                    () = self.shutdown.cancelled() => {
+                        // Hand the job over: another replica takes it at once.
+                        let _ = self.store.release_lease(&job.id).await;
+                        return;
+                    }
+                }
+                if Instant::now() >= renew_at {
+                    renew_at = Instant::now() + renew_every;
+                    match self.store.renew_lease(&job.id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(summary_id = %job.id, "the job's lease is another replica's now (or the job ended); not polling it here");
+                            return;
+                        }
+                        // Nobody can take it while the store is down: keep polling.
+                        Err(e) => tracing::debug!(summary_id = %job.id, error = %e, "could not renew a job's lease"),
+                    }
+                }
+                if Instant::now() >= poll_at {
+                    break;
+                }
             }
             let end = match provider.poll(&job.vendor_ref).await {
                 Ok(Polled::Pending) => {
@@ -162,12 +224,17 @@ impl Summaries {
                 Ok(deliveries) => break deliveries,
                 Err(e) if Instant::now() + backoff < give_up => {
                     tracing::warn!(summary_id = %job.id, error = %e, "could not store a finished job; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        // The job stays pending in the store; whoever takes its lease ends it.
+                        () = self.shutdown.cancelled() => return,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    tracing::error!(summary_id = %job.id, error = %e, "could not store a finished job; its result is lost");
-                    break Vec::new();
+                    // Still pending in the store: its lease lapses and a replica polls it again.
+                    tracing::error!(summary_id = %job.id, error = %e, "could not store a finished job; leaving it to be polled again");
+                    return;
                 }
             }
         };

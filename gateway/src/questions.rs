@@ -11,7 +11,9 @@
 //!   it also counts questions asked outside the gateway, and keeps a separate
 //!   allowance for failed questions, so its refusal of one question says
 //!   nothing certain about the next;
-//! - identical questions arriving together make one vendor call (single flight);
+//! - identical questions arriving together make one vendor call (single flight;
+//!   with a shared store, for the whole fleet: the question's flight is claimed
+//!   in the store like a summary's, and followers read the ledger after it);
 //! - a question the vendor could not answer is kept as `failed` and asked again
 //!   next time (it may be answerable; the vendor has its own allowance for failures).
 //!
@@ -26,8 +28,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, RequestError};
 use crate::single_flight::SingleFlight;
-use crate::store::{QuestionLedger, Store};
+use crate::store::{FlightClaim, QuestionLedger, Store};
 use crate::summaries::{CacheStatus, rfc3339};
+use crate::waiters::Waiters;
 
 /// Questions the vendor answers per interaction.
 pub const ALLOWANCE: usize = providers::elevateai::QUESTION_ALLOWANCE;
@@ -37,6 +40,10 @@ pub struct Questions {
     store: Arc<dyn Store>,
     ttl: Duration,
     flights: SingleFlight<Question>,
+    /// Ends of other replicas' flights (shared with the summaries, which receive the events).
+    flight_ends: Arc<Waiters<()>>,
+    /// How long a question's flight claim lasts.
+    flight_ttl: Duration,
 }
 
 /// The text a question is recognised by: whitespace collapsed, case folded.
@@ -56,8 +63,8 @@ pub fn question_id(provider: &str, conversation: &str, question: &str) -> String
 }
 
 impl Questions {
-    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
-        Self { store, ttl, flights: SingleFlight::default() }
+    pub fn new(store: Arc<dyn Store>, ttl: Duration, flight_ends: Arc<Waiters<()>>, flight_ttl: Duration) -> Self {
+        Self { store, ttl, flights: SingleFlight::default(), flight_ends, flight_ttl }
     }
 
     /// Answers a question: from the ledger if it was asked before, else from the
@@ -81,15 +88,31 @@ impl Questions {
         let (this, provider, conversation) = (Arc::clone(self), Arc::clone(provider), conversation.to_owned());
         let key = id.clone();
         let asked = self.flights.run(&key, move || async move {
-            // An identical question's flight may have ended between our read and
-            // this one starting: look again before spending the allowance.
-            let ledger = this.store.question_ledger(provider.name(), &conversation).await?.unwrap_or_default();
-            if let Some(known) =
-                ledger.questions.into_iter().find(|q| q.id == id && q.status == QuestionStatus::Answered)
-            {
-                return Ok(known);
+            loop {
+                // Subscribe before claiming, so another replica's end in between is not missed.
+                let mut ended = this.flight_ends.subscribe(&id);
+                // An identical question's flight may have ended between our read and
+                // this one starting: look again before spending the allowance.
+                let ledger = this.store.question_ledger(provider.name(), &conversation).await?.unwrap_or_default();
+                if let Some(known) =
+                    ledger.questions.into_iter().find(|q| q.id == id && q.status == QuestionStatus::Answered)
+                {
+                    return Ok(known);
+                }
+                match this.store.claim_flight(&id, this.flight_ttl).await? {
+                    FlightClaim::Held(left) => {
+                        let _ = tokio::time::timeout(left, ended.published()).await;
+                    }
+                    FlightClaim::Won | FlightClaim::Stored(_) => {
+                        drop(ended);
+                        let asked = this.ask_vendor(&provider, &conversation, question, id.clone()).await;
+                        if let Err(e) = this.store.end_flight(&id).await {
+                            tracing::warn!(question_id = %id, error = %e, "could not end a question's flight in the store");
+                        }
+                        return asked;
+                    }
+                }
             }
-            this.ask_vendor(&provider, &conversation, question, id).await
         });
         Ok((asked.await?, CacheStatus::Miss))
     }

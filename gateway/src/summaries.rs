@@ -1,6 +1,13 @@
 //! Getting a summary: the store first, else one vendor call however many
 //! identical requests arrive at once (single flight), then the store.
 //!
+//! With a shared store the single flight spans the fleet: in each replica one
+//! task claims the id's flight in the store; the winner calls the vendor, the
+//! others wait for its end ([`StoreEvent::FlightEnded`], published through the
+//! store) and then read the store. While the store is down, summaries that need
+//! no job are still served (cache bypassed, one vendor call per replica);
+//! asynchronous ones are refused with 503, since their job could not be kept.
+//!
 //! The id of a summary is derived from the request (provider, kind, language,
 //! conversation), so the same request maps to the same id on any replica and
 //! `GET /v1/summaries/{id}` needs no lookup table.
@@ -19,7 +26,7 @@ use url::Url;
 
 use crate::error::ApiError;
 use crate::single_flight::SingleFlight;
-use crate::store::{CallbackTarget, Job, Store, StoredSummary, unix_ms};
+use crate::store::{CallbackTarget, FlightClaim, Job, Store, StoreEvent, StoredSummary, unix_ms};
 use crate::waiters::Waiters;
 
 /// Whether an answer came from the store (`Cache-Status: summary-gateway; hit`).
@@ -41,6 +48,12 @@ pub struct Summaries {
     pub(crate) failure_ttl: Duration,
     /// Requests waiting for a pending summary.
     pub waiters: Waiters,
+    /// Flights of other replicas this one waits on (shared store): summaries' and questions'.
+    pub(crate) flight_ends: Arc<Waiters<()>>,
+    /// How long a flight claim lasts: no vendor call outlives a request.
+    pub(crate) flight_ttl: Duration,
+    /// How long a replica holds a job without renewing its lease (shared store).
+    pub(crate) job_lease: Duration,
     /// Jobs this process polls, with the handle that makes it poll at once (vendor callbacks).
     pub(crate) pollers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Wakes the webhook worker when deliveries were queued.
@@ -91,6 +104,9 @@ impl Summaries {
             summary_ttl: config.store.summary_ttl,
             failure_ttl: config.store.failure_ttl,
             waiters: Waiters::default(),
+            flight_ends: Arc::default(),
+            flight_ttl: config.server.request_timeout + Duration::from_secs(5),
+            job_lease: config.store.job_lease,
             pollers: Mutex::new(HashMap::new()),
             outbox_wake: Arc::new(Notify::new()),
             public_url: config.server.public_url.clone(),
@@ -118,7 +134,8 @@ impl Summaries {
         req: SummaryRequest,
         callback: Option<CallbackTarget>,
     ) -> Result<(StoredSummary, CacheStatus), ApiError> {
-        let (stored, cache) = match self.store.get_summary(id).await? {
+        // A store that fails is bypassed here (the flight decides what can still be served).
+        let (stored, cache) = match self.store.get_summary(id).await.ok().flatten() {
             Some(hit) => (hit, CacheStatus::Hit),
             None => (self.flight(id, provider, req).await?, CacheStatus::Miss),
         };
@@ -143,7 +160,7 @@ impl Summaries {
         }
         let mut subscription = self.waiters.subscribe(id);
         // Read again after subscribing: it may have ended in between.
-        let current = self.store.get_summary(id).await?.unwrap_or(stored);
+        let current = self.store.get_summary(id).await.ok().flatten().unwrap_or(stored);
         if current.status != Status::Pending {
             return Ok(current);
         }
@@ -156,7 +173,7 @@ impl Summaries {
             () = self.shutdown.cancelled() => {}
         }
         drop(subscription);
-        Ok(self.store.get_summary(id).await?.unwrap_or(current))
+        Ok(self.store.get_summary(id).await.ok().flatten().unwrap_or(current))
     }
 
     /// One vendor start per id in this process; the others join it.
@@ -167,16 +184,76 @@ impl Summaries {
         req: SummaryRequest,
     ) -> Result<StoredSummary, ApiError> {
         let (this, provider, owned_id) = (Arc::clone(self), Arc::clone(provider), id.to_owned());
-        self.flights
-            .run(id, move || async move {
-                // Another flight may have stored it between our store miss and
-                // joining: look once more before calling the vendor.
-                match this.store.get_summary(&owned_id).await {
-                    Ok(Some(hit)) => Ok(hit),
-                    _ => this.start(&owned_id, &provider, req).await,
+        self.flights.run(id, move || async move { this.fleet_flight(&owned_id, &provider, req).await }).await
+    }
+
+    /// One vendor start per id in the fleet: claim the flight in the store (which
+    /// also answers if another flight stored the summary since our miss), else
+    /// wait for the replica that has it and look again.
+    async fn fleet_flight(
+        self: &Arc<Self>,
+        id: &str,
+        provider: &Arc<Provider>,
+        req: SummaryRequest,
+    ) -> Result<StoredSummary, ApiError> {
+        loop {
+            // Subscribe before claiming, so an end between the two is not missed.
+            let mut ended = self.flight_ends.subscribe(id);
+            match self.store.claim_flight(id, self.flight_ttl).await {
+                Ok(FlightClaim::Stored(hit)) => return Ok(hit),
+                Ok(FlightClaim::Won) => {
+                    drop(ended);
+                    let result = self.start(id, provider, req).await;
+                    if let Err(e) = self.store.end_flight(id).await {
+                        // Followers wait for the claim to expire instead.
+                        tracing::debug!(summary_id = id, error = %e, "could not end a flight in the store");
+                    }
+                    return result;
                 }
-            })
-            .await
+                Ok(FlightClaim::Held(left)) => {
+                    tracing::debug!(summary_id = id, "another replica is calling the vendor; waiting for it");
+                    let _ = tokio::time::timeout(left, ended.published()).await;
+                }
+                Err(e) if provider.job_policy().is_some() => {
+                    // A job could not be kept: refuse before starting one at the vendor.
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::debug!(summary_id = id, error = %e, "store unavailable: calling the vendor without the fleet's single flight");
+                    return self.start(id, provider, req).await;
+                }
+            }
+        }
+    }
+
+    /// An event from another replica (shared store).
+    pub fn on_event(self: &Arc<Self>, event: StoreEvent) {
+        match event {
+            StoreEvent::Final { id, summary } => {
+                self.waiters.publish(&id, &summary);
+                self.flight_ends.publish(&id, &());
+            }
+            StoreEvent::FlightEnded { id } => self.flight_ends.publish(&id, &()),
+            StoreEvent::Nudge { id } => {
+                self.nudge(&id);
+            }
+            StoreEvent::Resync => {
+                // Events may have been missed: followers claim again, waiters read the store again.
+                for id in self.flight_ends.ids() {
+                    self.flight_ends.publish(&id, &());
+                }
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    for id in this.waiters.ids() {
+                        if let Ok(Some(now)) = this.store.get_summary(&id).await
+                            && now.status != Status::Pending
+                        {
+                            this.waiters.publish(&id, &now);
+                        }
+                    }
+                });
+            }
+        }
     }
 
     /// Starts the summary at the vendor: stores a synchronous result, or records
@@ -196,8 +273,9 @@ impl Summaries {
                 let resource = completed_resource(id, provider, &req, completed, now, self.summary_ttl);
                 let stored = stored(&name, &resource)?;
                 if let Err(e) = self.store.put_summary(id, stored.clone(), self.summary_ttl).await {
-                    // The caller still gets the summary; only the cache is lost.
-                    tracing::warn!(error = %e, summary_id = id, "could not store a completed summary");
+                    // The caller still gets the summary; only the cache is lost. (The
+                    // store logs its outage once; this would repeat it per request.)
+                    tracing::debug!(error = %e, summary_id = id, "could not store a completed summary");
                 }
                 Ok(stored)
             }

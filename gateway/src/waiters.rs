@@ -13,38 +13,51 @@ use tokio::sync::watch;
 
 use crate::store::StoredSummary;
 
-type Channel = watch::Sender<Option<StoredSummary>>;
+type Channel<T> = watch::Sender<Option<T>>;
 
-/// The waiters of this process, by summary id.
-#[derive(Default)]
-pub struct Waiters {
-    channels: Mutex<HashMap<String, Channel>>,
+/// The waiters of this process, by summary id, for a `T` (the final summary;
+/// `()` for the end of another replica's flight).
+pub struct Waiters<T = StoredSummary> {
+    channels: Mutex<HashMap<String, Channel<T>>>,
+}
+
+impl<T> Default for Waiters<T> {
+    fn default() -> Self {
+        Self { channels: Mutex::new(HashMap::new()) }
+    }
 }
 
 /// One waiter's place; leaving (drop) cleans the channel up if it was the last.
-pub struct Subscription<'a> {
-    waiters: &'a Waiters,
+pub struct Subscription<'a, T = StoredSummary> {
+    waiters: &'a Waiters<T>,
     id: String,
-    rx: watch::Receiver<Option<StoredSummary>>,
+    rx: watch::Receiver<Option<T>>,
 }
 
-impl Waiters {
-    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+impl<T> Waiters<T> {
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel<T>>> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
+impl<T: Clone> Waiters<T> {
     /// Starts waiting for `id`. Subscribe *before* reading the store, so an end
     /// between the read and the wait is not missed.
-    pub fn subscribe(&self, id: &str) -> Subscription<'_> {
+    pub fn subscribe(&self, id: &str) -> Subscription<'_, T> {
         let rx = self.channels().entry(id.to_owned()).or_insert_with(|| watch::channel(None).0).subscribe();
         Subscription { waiters: self, id: id.to_owned(), rx }
     }
 
-    /// Wakes every waiter of `id` with its final summary.
-    pub fn publish(&self, id: &str, summary: &StoredSummary) {
+    /// Wakes every waiter of `id` with `value`.
+    pub fn publish(&self, id: &str, value: &T) {
         if let Some(tx) = self.channels().remove(id) {
-            tx.send_replace(Some(summary.clone()));
+            tx.send_replace(Some(value.clone()));
         }
+    }
+
+    /// The ids with at least one waiter.
+    pub fn ids(&self) -> Vec<String> {
+        self.channels().keys().cloned().collect()
     }
 
     /// How many requests wait for `id` (for tests and metrics).
@@ -62,9 +75,9 @@ impl Waiters {
     }
 }
 
-impl Subscription<'_> {
-    /// The final summary once published; `None` if the channel went away without one.
-    pub async fn published(&mut self) -> Option<StoredSummary> {
+impl<T: Clone> Subscription<'_, T> {
+    /// The value once published; `None` if the channel went away without one.
+    pub async fn published(&mut self) -> Option<T> {
         match self.rx.wait_for(Option::is_some).await {
             Ok(value) => value.clone(),
             Err(_) => None,
@@ -72,7 +85,7 @@ impl Subscription<'_> {
     }
 }
 
-impl Drop for Subscription<'_> {
+impl<T> Drop for Subscription<'_, T> {
     fn drop(&mut self) {
         let mut channels = self.waiters.channels();
         // Only our own channel (not a newer one under the same id), and only if
@@ -104,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_wakes_every_waiter_and_leaves_nothing_behind() {
-        let waiters = Waiters::default();
+        let waiters = Waiters::<StoredSummary>::default();
         let mut a = waiters.subscribe("x");
         let mut b = waiters.subscribe("x");
         assert_eq!(waiters.len(), 1);
@@ -117,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_waiter_to_leave_removes_the_channel() {
-        let waiters = Waiters::default();
+        let waiters = Waiters::<StoredSummary>::default();
         let a = waiters.subscribe("x");
         let mut b = waiters.subscribe("x");
         drop(a);

@@ -133,11 +133,25 @@ impl Provider {
     /// compiled mappings). Errors are every problem found, each with its path
     /// under the provider (`mappings.topics.items: ...`).
     pub fn from_config(config: &ProviderConfig) -> Result<Self, Vec<String>> {
+        Self::from_config_shared(config, None)
+    }
+
+    /// [`Self::from_config`] for one replica of several: what must be one for
+    /// the whole fleet (Yeastar's token, ElevateAI's account concurrency) is
+    /// kept in `shared`. If the shared store fails, each replica falls back to
+    /// its own token and its own cap. `None` is [`Self::from_config`].
+    pub fn from_config_shared(
+        config: &ProviderConfig,
+        shared: Option<Arc<dyn crate::shared::SharedState>>,
+    ) -> Result<Self, Vec<String>> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let adapter = match &config.vendor {
+            // CommBox's key has no login and no account-wide concurrency: nothing to share.
             VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c)?),
-            VendorConfig::ElevateAi(e) => Adapter::ElevateAi(ElevateAi::new(Arc::clone(&name), &config.common, e)?),
-            VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y)?),
+            VendorConfig::ElevateAi(e) => {
+                Adapter::ElevateAi(ElevateAi::new(Arc::clone(&name), &config.common, e, shared)?)
+            }
+            VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y, shared)?),
         };
         Ok(Self { name, adapter })
     }

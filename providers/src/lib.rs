@@ -10,6 +10,7 @@
 //! - [`commbox`]: CommBox — adapter, markdown mapping, simulator (asynchronous jobs).
 //! - [`elevateai`]: ElevateAI — adapter, per-kind JSONPath mapping, questions, simulator.
 //! - [`mapping`]: response mappings as data (JSONPath, compiled once, overridable in YAML).
+//! - [`shared`]: state shared with other replicas (one vendor login, one concurrency cap for the fleet).
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
 pub mod adapter;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod language;
 pub mod mapping;
 pub mod outbound;
+pub mod shared;
 pub mod sim_hooks;
 pub mod yeastar;
 
@@ -32,3 +34,4 @@ pub use canonical::{
     Content, Conversation, Kind, Participant, Party, Question, QuestionStatus, Section, Status, Summary, SummaryError,
 };
 pub use error::{ProviderError, RequestProblem, VendorDetail};
+pub use shared::{SharedError, SharedState};

@@ -2,20 +2,40 @@
 //! provider, a cap on calls in flight, an optional outbound rate limit and a
 //! deadline per call. Transport failures become [`ProviderError`]s here, with
 //! URLs stripped (Yeastar carries its token in the query string).
+//!
+//! The cap is per replica (`max_concurrency`), unless the vendor's limit is
+//! account-wide (ElevateAI): then [`Outbound::with_fleet_slots`] makes each
+//! [`Slot`] also hold one of `max_concurrency` slots of a semaphore in the
+//! [`SharedState`] that every replica takes from (`elevateai:<provider>:slots`).
+//! The local semaphore is taken first, then the fleet's slot; a slot is freed
+//! when the [`Slot`] is dropped, or when its ttl passes if its holder died. If
+//! the shared store fails, the local semaphore alone decides (with a warning).
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gateway_config::{CommonConfig, RateLimit};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::error::{ProviderError, VendorDetail};
+use crate::shared::{SharedError, SharedState};
 
 /// Vendor answers larger than this are refused rather than buffered.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A fleet slot outlives the longest exchange by this much before a dead
+/// holder's slot is taken back.
+const FLEET_SLOT_MARGIN: Duration = Duration::from_secs(2);
+
+/// Pause between tries for a fleet slot, in milliseconds (drawn at random).
+const FLEET_RETRY_MS: std::ops::RangeInclusive<u64> = 10..=50;
+
+/// At most one warning this often while the shared store fails.
+const FLEET_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Shared transport of one provider.
 pub struct Outbound {
@@ -24,10 +44,33 @@ pub struct Outbound {
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The cap shared with the other replicas, if the vendor's is account-wide.
+    fleet: Option<Arc<FleetSlots>>,
 }
 
 /// A slot in the provider's concurrency limit, held for the whole vendor exchange.
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot {
+    // Fields drop in order: the fleet's slot is given back before the local one.
+    _fleet: Option<FleetSlot>,
+    _local: OwnedSemaphorePermit,
+}
+
+/// A semaphore in the shared store that every replica takes from.
+struct FleetSlots {
+    store: Arc<dyn SharedState>,
+    key: String,
+    max: usize,
+    /// How long a slot is held at most (a holder that dies frees it then).
+    ttl: Duration,
+    /// When the store's failure was last logged.
+    warned_at: Mutex<Option<Instant>>,
+}
+
+/// One slot of [`FleetSlots`], released in the background when dropped.
+struct FleetSlot {
+    fleet: Arc<FleetSlots>,
+    token: String,
+}
 
 /// A vendor's HTTP answer, read in full.
 pub struct Answer {
@@ -64,7 +107,19 @@ impl Outbound {
             slots: Arc::new(Semaphore::new(common.max_concurrency)),
             queue_timeout: common.queue_timeout,
             limiter: common.rate_limit.as_ref().map(limiter),
+            fleet: None,
         })
+    }
+
+    /// Makes every [`Slot`] also take one of `max` slots of the semaphore `key`
+    /// in `shared`, which the other replicas take from too: for a vendor whose
+    /// concurrency limit is per account rather than per client.
+    #[must_use]
+    pub fn with_fleet_slots(mut self, shared: Arc<dyn SharedState>, key: String, max: usize) -> Self {
+        // Held from the rate limiter's wait to the end of the exchange.
+        let ttl = self.queue_timeout + self.timeout + FLEET_SLOT_MARGIN;
+        self.fleet = Some(Arc::new(FleetSlots { store: shared, key, max, ttl, warned_at: Mutex::new(None) }));
+        self
     }
 
     /// The client, to build requests with.
@@ -77,17 +132,22 @@ impl Outbound {
         self.timeout
     }
 
-    /// Waits (at most `queue_timeout`) for a free slot and for the outbound rate limit.
+    /// Waits (at most `queue_timeout`) for a free slot, here and in the fleet
+    /// if it shares one, then (at most `queue_timeout`) for the outbound rate limit.
     pub async fn slot(&self) -> Result<Slot, ProviderError> {
-        let overloaded = || ProviderError::Overloaded { retry_after: Duration::from_secs(1) };
-        let permit = tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
+        let deadline = Instant::now() + self.queue_timeout;
+        let local = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
             .await
             .map_err(|_| overloaded())?
             .map_err(|_| overloaded())?;
+        let fleet = match &self.fleet {
+            Some(fleet) => fleet.acquire(deadline).await?,
+            None => None,
+        };
         if let Some(limiter) = &self.limiter {
             tokio::time::timeout(self.queue_timeout, limiter.until_ready()).await.map_err(|_| overloaded())?;
         }
-        Ok(Slot(permit))
+        Ok(Slot { _fleet: fleet, _local: local })
     }
 
     /// Sends a request and reads the whole answer within the provider's deadline.
@@ -123,6 +183,58 @@ impl Outbound {
             retry_after: Duration::from_secs(5),
             vendor: VendorDetail::default(),
         }
+    }
+}
+
+fn overloaded() -> ProviderError {
+    ProviderError::Overloaded { retry_after: Duration::from_secs(1) }
+}
+
+impl FleetSlots {
+    /// One of the fleet's slots, tried again after short random pauses until
+    /// `deadline`. `Ok(None)`: the store failed, so the local semaphore alone decides.
+    async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Option<FleetSlot>, ProviderError> {
+        loop {
+            let tried = self.store.try_acquire_slot(&self.key, self.max, self.ttl);
+            // A store call cut short here may still take a slot: its ttl frees it.
+            match tokio::time::timeout_at(deadline, tried).await.map_err(|_| overloaded())? {
+                Ok(Some(token)) => return Ok(Some(FleetSlot { fleet: Arc::clone(self), token })),
+                Ok(None) => {}
+                Err(e) => {
+                    self.warn(&e, "the account's concurrency is capped per replica only");
+                    return Ok(None);
+                }
+            }
+            let pause = Duration::from_millis(fastrand::u64(FLEET_RETRY_MS));
+            if Instant::now() + pause >= deadline {
+                return Err(overloaded());
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Logs the store's failure, at most once per [`FLEET_WARN_EVERY`].
+    fn warn(&self, error: &SharedError, consequence: &str) {
+        let mut warned_at = self.warned_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned_at.is_none_or(|at| at.elapsed() >= FLEET_WARN_EVERY) {
+            *warned_at = Some(Instant::now());
+            tracing::warn!(key = %self.key, error = %error, "shared concurrency slots unavailable; {consequence}");
+        }
+    }
+}
+
+impl Drop for FleetSlot {
+    fn drop(&mut self) {
+        // Never block in Drop: give the slot back in the background. Without a
+        // runtime (or if that fails) the slot's ttl frees it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let fleet = Arc::clone(&self.fleet);
+        let token = std::mem::take(&mut self.token);
+        runtime.spawn(async move {
+            if let Err(e) = fleet.store.release_slot(&fleet.key, &token).await {
+                fleet.warn(&e, "a slot stays taken until its ttl passes");
+            }
+        });
     }
 }
 

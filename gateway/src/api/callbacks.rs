@@ -68,6 +68,10 @@ pub async fn vendor_callback(
         return Err(RequestError::Invalid("the callback's action_id is not this job's".into()).into());
     }
     let local = app.summaries.nudge(&id);
+    if !local && let Err(e) = app.summaries.store().nudge(&id).await {
+        // The poll confirms the end anyway, on its schedule.
+        tracing::warn!(summary_id = %id, error = %e, "could not pass a vendor callback to the replica polling the job");
+    }
     tracing::info!(provider = provider.name(), summary_id = %id, polled_here = local, "vendor callback: job polled now");
     Ok(StatusCode::NO_CONTENT)
 }

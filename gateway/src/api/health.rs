@@ -14,27 +14,34 @@ use crate::error::{ApiError, Problem};
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `ready`.
+    /// `ok` (liveness), `ready`, or `degraded`: serving, but the shared store
+    /// does not answer (cache bypassed, local rate limits, jobs refused).
     pub status: &'static str,
     /// Readiness only: the store in use (`memory` or `redis`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<&'static str>,
+    /// Why the gateway is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", store: None })
+    Json(Health { status: "ok", store: None, detail: None })
 }
 
-/// The gateway takes traffic: not draining and its store answers.
+/// The gateway takes traffic unless it is draining. A shared store that does
+/// not answer makes it `degraded`, still 200: every replica shares the one
+/// Redis, so a 503 here would take the whole fleet out of the ingress, while
+/// synchronous summaries can still be served without it.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "probes",
     responses(
-        (status = 200, body = Health),
-        (status = 503, description = "not_ready: draining, or the store is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "`ready`, or `degraded` while the shared store does not answer", body = Health),
+        (status = 503, description = "not_ready: draining", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiError> {
@@ -42,6 +49,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
     let store = app.summaries.store();
-    store.ping().await.map_err(|e| ApiError::NotReady(e.to_string()))?;
-    Ok(Json(Health { status: "ready", store: Some(store.kind()) }))
+    Ok(Json(match store.ping().await {
+        Ok(()) => Health { status: "ready", store: Some(store.kind()), detail: None },
+        Err(e) => Health { status: "degraded", store: Some(store.kind()), detail: Some(e.to_string()) },
+    }))
 }

@@ -110,7 +110,7 @@ impl Store for MemoryStore {
         Ok(self.state().jobs.get(id).cloned())
     }
 
-    async fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+    async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Ok(self.state().jobs.values().cloned().collect())
     }
 
@@ -128,20 +128,8 @@ impl Store for MemoryStore {
         let Some(job) = state.jobs.remove(id) else { return Ok(Vec::new()) };
         let now = now_ms();
         let body = String::from_utf8_lossy(&summary.body).into_owned();
-        let deliveries: Vec<Delivery> = job
-            .callbacks
-            .into_iter()
-            .map(|target| Delivery {
-                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-                summary_id: id.to_owned(),
-                caller: target.caller,
-                url: target.url,
-                body: body.clone(),
-                attempts: 0,
-                created_at_ms: now,
-                next_attempt_ms: now,
-            })
-            .collect();
+        let deliveries: Vec<Delivery> =
+            job.callbacks.into_iter().map(|target| Delivery::new(id, target, body.clone(), now)).collect();
         for d in &deliveries {
             state.outbox.insert(d.id.clone(), d.clone());
         }

@@ -12,9 +12,18 @@
 //! finished), and [`Store::finish_job`] itself (final summary stored, job
 //! removed, one delivery queued per callback — all or nothing).
 //!
+//! With several replicas (a shared store, [`Store::shared`]) it also coordinates
+//! them: a flight lock per summary id (one vendor call for the fleet), a lease
+//! per pending job (one poller for the fleet, taken over when its replica dies),
+//! events between replicas ([`StoreEvent`]: a job ended, a flight ended, a vendor
+//! callback arrived) and the callers' rate limits. The embedded store answers
+//! those trivially: it is the only replica.
+//!
 //! - [`memory`]: the embedded store (one replica; bounded; per-entry TTL).
+//! - [`redis`]: the shared store (many replicas; key layout in its module doc).
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +34,7 @@ use providers::{Question, Status, SummaryRequest};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
 
 /// A summary resource as stored: its JSON plus what the gateway needs without parsing it.
 #[derive(Debug, Clone)]
@@ -79,6 +89,22 @@ pub struct Delivery {
     pub next_attempt_ms: u64,
 }
 
+impl Delivery {
+    /// A new delivery of a job's final resource to one of its callback targets, due at `now_ms`.
+    pub fn new(summary_id: &str, target: CallbackTarget, body: String, now_ms: u64) -> Self {
+        Self {
+            id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            summary_id: summary_id.to_owned(),
+            caller: target.caller,
+            url: target.url,
+            body,
+            attempts: 0,
+            created_at_ms: now_ms,
+            next_attempt_ms: now_ms,
+        }
+    }
+}
+
 /// What the gateway knows of the questions asked about one conversation: the
 /// vendor allows only a few, so they are kept and a repeated one is answered from here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,11 +118,60 @@ pub struct QuestionLedger {
 #[error("the summary store is unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// The answer to [`Store::claim_flight`].
+#[derive(Debug, Clone)]
+pub enum FlightClaim {
+    /// The summary is already stored: no vendor call.
+    Stored(StoredSummary),
+    /// This replica makes the vendor call; it ends with [`Store::end_flight`].
+    Won,
+    /// Another replica is making it; its end is announced with
+    /// [`StoreEvent::FlightEnded`], or the claim expires after this long.
+    Held(Duration),
+}
+
+/// What one replica tells the others through a shared store.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// A job ended: its final resource (wakes long-polls everywhere).
+    Final { id: String, summary: StoredSummary },
+    /// A flight ended (result stored, or the vendor call failed): followers look again.
+    FlightEnded { id: String },
+    /// A vendor callback for a job: whichever replica polls it polls now.
+    Nudge { id: String },
+    /// The event stream was interrupted and is back: events may have been
+    /// missed, so everyone waiting should look at the store again.
+    Resync,
+}
+
+/// The verdict of a shared rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Allowed; this many more would be allowed right now.
+    Allowed { remaining: u64 },
+    /// Refused; allowed again after this long.
+    Limited { retry_after: Duration },
+}
+
+/// Receives the events of other replicas.
+pub type EventSink = Arc<dyn Fn(StoreEvent) + Send + Sync>;
+
 /// A summary store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `memory` or `redis`, for `/readyz` and logs.
     fn kind(&self) -> &'static str;
+
+    /// Whether other replicas share this store (leases, flights, events and
+    /// rate limits then matter). False for the embedded store.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// `Some(why)` while the store is failing (readiness reports `degraded`).
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 
     /// The summary with this id, if present and not expired.
     async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError>;
@@ -113,8 +188,52 @@ pub trait Store: Send + Sync + 'static {
     /// A job still pending.
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
 
-    /// Every job still pending (to resume them after a restart).
-    async fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Pending jobs no replica polls: every pending job for the embedded store
+    /// (after a restart), those without a live lease for a shared one.
+    async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Takes the lease of a pending job for this replica (`job_lease`), unless
+    /// another replica holds it. False: held elsewhere, or the job ended.
+    async fn acquire_lease(&self, _id: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Extends this replica's lease of a job. False: the lease is lost (another
+    /// replica took the job over, or it ended) and this replica stops polling it.
+    async fn renew_lease(&self, _id: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives a job's lease up (shutting down) so another replica takes it at once.
+    async fn release_lease(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Claims the vendor call for summary `id` for at most `ttl`, unless the
+    /// summary is already stored or another replica has claimed it.
+    async fn claim_flight(&self, id: &str, _ttl: Duration) -> Result<FlightClaim, StoreError> {
+        Ok(self.get_summary(id).await?.map_or(FlightClaim::Won, FlightClaim::Stored))
+    }
+
+    /// Ends this replica's flight and tells the followers ([`StoreEvent::FlightEnded`]).
+    async fn end_flight(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Tells the replica polling job `id` to poll now ([`StoreEvent::Nudge`]).
+    async fn nudge(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Delivers other replicas' events to `sink` until `shutdown` (a background task).
+    fn subscribe(&self, _sink: EventSink, _shutdown: tokio_util::sync::CancellationToken) {}
+
+    /// Checks and consumes one request of `key`'s shared limit (GCRA:
+    /// `per_second`, `burst`). `None`: the store keeps no shared limits (the
+    /// local limiter alone decides).
+    async fn rate_limit(&self, _key: &str, _per_second: f64, _burst: u32) -> Result<Option<RateVerdict>, StoreError> {
+        Ok(None)
+    }
 
     /// Adds a caller's callback to a pending job (once per caller and URL).
     /// `false`: the job is no longer pending — its final summary is in the store.

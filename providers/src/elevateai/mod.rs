@@ -11,7 +11,8 @@
 //!
 //! Vendor facts (PROVIDERS.md): at most 10 concurrent gen-AI requests per
 //! account (429 past that: the provider's `max_concurrency` defaults to 10, so
-//! the gateway queues instead of being refused); 408 when the model timed out;
+//! the gateway queues instead of being refused; with a shared store the cap is
+//! for the whole fleet, `elevateai:<provider>:slots`); 408 when the model timed out;
 //! 409 while an audio interaction is still processing (and when the question
 //! allowance is spent); 5 questions per interaction.
 
@@ -33,6 +34,7 @@ use crate::canonical::Kind;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::Mappings;
 use crate::outbound::{Answer, Outbound};
+use crate::shared::SharedState;
 
 /// The vendor's limit on a question's length.
 pub const MAX_QUESTION_CHARS: usize = 250;
@@ -67,8 +69,17 @@ impl ElevateAi {
     /// Kinds of the `standard` variant.
     pub const STANDARD_KINDS: &'static [Kind] = &[Kind::Summary, Kind::Details, Kind::ActionItems, Kind::Topics];
 
-    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &ElevateAiConfig) -> Result<Self, Vec<String>> {
-        Mappings::build_adapter(mapping::TABLE, &common.mappings, |m| Self::with_mappings(provider, common, config, m))
+    /// `shared`: where the replicas of the gateway share the account's
+    /// concurrency (`max_concurrency` for the fleet); None: per replica.
+    pub fn new(
+        provider: Arc<str>,
+        common: &CommonConfig,
+        config: &ElevateAiConfig,
+        shared: Option<Arc<dyn SharedState>>,
+    ) -> Result<Self, Vec<String>> {
+        Mappings::build_adapter(mapping::TABLE, &common.mappings, |m| {
+            Self::with_mappings(provider, common, config, m, shared)
+        })
     }
 
     fn with_mappings(
@@ -76,6 +87,7 @@ impl ElevateAi {
         common: &CommonConfig,
         config: &ElevateAiConfig,
         mappings: Mappings,
+        shared: Option<Arc<dyn SharedState>>,
     ) -> Result<Self, String> {
         let mut interactions = config.base_url.clone().ok_or("base_url is required")?;
         if !interactions.path().ends_with('/') {
@@ -85,8 +97,12 @@ impl ElevateAi {
         let mut token = HeaderValue::try_from(config.token().expose().as_str())
             .map_err(|_| "token: not a valid HTTP header value".to_owned())?;
         token.set_sensitive(true);
-        let out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")))
+        let mut out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")))
             .map_err(|e| format!("HTTP client: {e}"))?;
+        if let Some(shared) = shared {
+            // The vendor's limit is per account, whichever replica calls.
+            out = out.with_fleet_slots(shared, format!("elevateai:{provider}:slots"), common.max_concurrency);
+        }
         Ok(Self {
             provider,
             out,

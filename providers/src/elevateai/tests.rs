@@ -11,19 +11,24 @@ use super::simulator::{
 };
 use super::*;
 use crate::canonical::Conversation;
+use crate::shared::{DownSharedState, MemorySharedState};
 
 fn adapter(sim: &RunningSimulator, extra: &str) -> ElevateAi {
     adapter_at(&sim.base_url(), "demo-elevateai-token", extra)
 }
 
 fn adapter_at(base_url: &str, token: &str, extra: &str) -> ElevateAi {
+    adapter_sharing(base_url, token, extra, None)
+}
+
+fn adapter_sharing(base_url: &str, token: &str, extra: &str, shared: Option<Arc<dyn SharedState>>) -> ElevateAi {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  ai:\n    type: elevateai\n    base_url: {base_url}\n    token: {token}\n    timeout: 3s\n{extra}\n"
     );
     let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let p = &config.providers["ai"];
     let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
-    ElevateAi::new(Arc::from("ai"), &p.common, e).unwrap_or_else(|e| panic!("{e:?}"))
+    ElevateAi::new(Arc::from("ai"), &p.common, e, shared).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn request(kind: Kind, id: &str) -> SummaryRequest {
@@ -135,6 +140,67 @@ async fn the_vendors_concurrency_refusals_are_retried() {
     assert!(stats.max_in_flight <= 2);
 }
 
+/// Two replicas with `max_concurrency: 3` each, sharing `shared`, send 12
+/// summaries at once (6 each) to a slow vendor; what the vendor saw.
+async fn twelve_calls_on_two_replicas(shared: Option<Arc<dyn SharedState>>) -> super::simulator::SimStats {
+    let sim = ElevateAiSimulator::start(SimOptions { latency: Duration::from_millis(150), ..SimOptions::default() })
+        .await
+        .unwrap();
+    let extra = "    max_concurrency: 3\n    queue_timeout: 10s";
+    let replica = || Arc::new(adapter_sharing(&sim.base_url(), "demo-elevateai-token", extra, shared.clone()));
+    let both = [replica(), replica()];
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let ai = Arc::clone(&both[i % 2]);
+            tokio::spawn(async move { ai.summarize(&request(Kind::Summary, BILLING_CALL)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    sim.stats()
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_store_share_the_accounts_concurrency() {
+    let memory = Arc::new(MemorySharedState::new());
+    let stats = twelve_calls_on_two_replicas(Some(memory.clone())).await;
+    assert_eq!(stats.requests["summary"], 12);
+    assert!(stats.max_in_flight <= 3, "{stats:?}");
+    assert_eq!(stats.rejected_busy, 0);
+    // Every slot is given back (in the background, as the calls end).
+    let ttl = Duration::from_secs(60);
+    let all_free = async {
+        loop {
+            let mut taken = Vec::new();
+            while let Some(token) = memory.try_acquire_slot("elevateai:ai:slots", 3, ttl).await.unwrap() {
+                taken.push(token);
+            }
+            for token in &taken {
+                memory.release_slot("elevateai:ai:slots", token).await.unwrap();
+            }
+            if taken.len() == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), all_free).await.expect("the fleet's slots are released");
+}
+
+#[tokio::test]
+async fn without_a_shared_store_each_replica_has_its_own_cap() {
+    let stats = twelve_calls_on_two_replicas(None).await;
+    assert!(stats.max_in_flight > 3, "{stats:?}");
+}
+
+#[tokio::test]
+async fn replicas_keep_their_own_cap_when_the_store_is_down() {
+    let stats = twelve_calls_on_two_replicas(Some(Arc::new(DownSharedState))).await;
+    assert_eq!(stats.requests["summary"], 12);
+    assert!(stats.max_in_flight <= 6, "{stats:?}");
+}
+
 #[tokio::test]
 async fn questions_are_answered_failed_or_refused_past_the_allowance() {
     let sim = ElevateAiSimulator::start(SimOptions { latency: Duration::ZERO, ..SimOptions::default() }).await.unwrap();
@@ -177,7 +243,7 @@ fn bad_mappings_are_all_reported_with_their_paths() {
     let config = Config::from_yaml(yaml, &|_| None).unwrap();
     let p = &config.providers["ai"];
     let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
-    let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e) else { panic!("bad mappings accepted") };
+    let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e, None) else { panic!("bad mappings accepted") };
     assert_eq!(errors.len(), 3, "{errors:#?}");
     assert!(errors[0].starts_with("mappings.nonsense: "), "{errors:#?}");
     assert!(errors.iter().any(|e| e.starts_with("mappings.summary.text: `$.[` is not a valid JSONPath")));

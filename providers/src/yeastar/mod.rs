@@ -2,8 +2,8 @@
 //!
 //! - [`Yeastar`]: the adapter — request validation, the call with its token in the
 //!   query string, errcode mapping, HTML → canonical content.
-//! - [`token`]: the shared access token (single flight, refresh ahead, never retry a
-//!   rejected credential).
+//! - [`token`]: the shared access token (single flight, refresh ahead, one login for
+//!   the fleet through the shared store, never retry a rejected credential).
 //! - [`mapping`]: the HTML summary → sections.
 //! - [`simulator`]: a faithful stand-in for the PBX, used by tests and the demo.
 //! - `fixtures/`: the vendor docs' example and the simulator's seed data.
@@ -30,6 +30,7 @@ use crate::canonical::{Content, Kind, Participant, Party};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
 use crate::outbound::{Answer, Outbound};
+use crate::shared::SharedState;
 
 /// Errcode: the access token expired (refresh and retry once).
 const TOKEN_EXPIRED: i64 = 10_004;
@@ -64,8 +65,15 @@ impl Yeastar {
     /// Kinds a PBX can produce.
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
-    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &YeastarConfig) -> Result<Self, Vec<String>> {
-        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m))
+    /// `shared`: where the replicas of the gateway keep one token for the fleet
+    /// (None: this process logs in on its own).
+    pub fn new(
+        provider: Arc<str>,
+        common: &CommonConfig,
+        config: &YeastarConfig,
+        shared: Option<Arc<dyn SharedState>>,
+    ) -> Result<Self, Vec<String>> {
+        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m, shared))
     }
 
     fn with_mappings(
@@ -73,6 +81,7 @@ impl Yeastar {
         common: &CommonConfig,
         config: &YeastarConfig,
         mappings: Mappings,
+        shared: Option<Arc<dyn SharedState>>,
     ) -> Result<Self, String> {
         let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
@@ -85,6 +94,7 @@ impl Yeastar {
             config.client_id(),
             config.client_secret(),
             config.token_refresh_margin,
+            shared,
         )
         .map_err(|e| format!("base_url: {e}"))?;
         let summary_url = base.join("openapi/v2.0/cdr/getaisummary").map_err(|e| format!("base_url: {e}"))?;

@@ -5,7 +5,9 @@ use gateway_config::{Config, VendorConfig};
 
 use super::simulator::{RunningSimulator, SimOptions, YeastarSimulator};
 use super::*;
+use crate::Provider;
 use crate::canonical::{Conversation, Kind, Party};
+use crate::shared::{DownSharedState, MemorySharedState, SharedState};
 
 fn request(cdr: &str, party: Party, ext: u64) -> SummaryRequest {
     SummaryRequest {
@@ -28,14 +30,18 @@ fn adapter(sim: &RunningSimulator, secret: &str) -> Yeastar {
     adapter_at(&sim.base_url(), secret, "5s")
 }
 
-fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
+fn config(base_url: &str, secret: &str, timeout: &str) -> Config {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {base_url}\n    client_id: demo-client-id\n    client_secret: {secret}\n    timeout: {timeout}\n"
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    Config::from_yaml(&yaml, &|_| None).unwrap()
+}
+
+fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
+    let config = config(base_url, secret, timeout);
     let p = &config.providers["pbx"];
     let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
-    Yeastar::new(Arc::from("pbx"), &p.common, y).unwrap()
+    Yeastar::new(Arc::from("pbx"), &p.common, y, None).unwrap()
 }
 
 #[test]
@@ -69,7 +75,7 @@ fn a_mapping_override_follows_a_renamed_field() {
     let config = Config::from_yaml(yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
     let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
-    let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y).unwrap();
+    let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y, None).unwrap();
     let rest = json!({"data": {"dst": {"summary_html": "<p>T</p><ul><li>x</li></ul>", "agent": "Leo"}}});
     let Value::Object(rest) = rest else { panic!() };
     let c = yeastar.map_summary(Party::Callee, rest).unwrap();
@@ -171,4 +177,94 @@ async fn a_dead_vendor_is_unavailable_and_a_slow_one_times_out() {
     let dead = adapter_at(&format!("http://{closed}"), "demo-client-secret", "1s");
     let down = dead.summarize(&docs_request()).await.unwrap_err();
     assert!(matches!(down, ProviderError::Unavailable { .. }), "{down:?}");
+}
+
+/// Two replicas of the gateway: the same provider config, one shared store.
+fn replicas(sim: &RunningSimulator, shared: &Arc<dyn SharedState>, timeout: &str) -> [Arc<Provider>; 2] {
+    let config = config(&sim.base_url(), "demo-client-secret", timeout);
+    let replica =
+        || Arc::new(Provider::from_config_shared(&config.providers["pbx"], Some(Arc::clone(shared))).unwrap());
+    [replica(), replica()]
+}
+
+/// `per_replica` concurrent summaries on each replica; all must succeed.
+async fn summarize_on(replicas: &[Arc<Provider>], per_replica: usize) {
+    let calls: Vec<_> = replicas
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, per_replica))
+        .map(|p| {
+            let p = Arc::clone(p);
+            tokio::spawn(async move { p.start(&docs_request(), None).await })
+        })
+        .collect();
+    for call in calls {
+        let started = call.await.unwrap().unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(started, crate::Started::Done(_)));
+    }
+}
+
+/// The fleet's token record, as stored.
+async fn fleet_record(shared: &MemorySharedState) -> Value {
+    let json = shared.get("yeastar:pbx:token").await.unwrap().expect("a fleet token record");
+    serde_json::from_str(&json).unwrap()
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_a_store_log_in_once_and_refresh_once() {
+    let sim = YeastarSimulator::start(SimOptions::default()).await.unwrap();
+    let memory = Arc::new(MemorySharedState::new());
+    let shared: Arc<dyn SharedState> = memory.clone();
+    let both = replicas(&sim, &shared, "5s");
+    summarize_on(&both, 20).await;
+    let stats = sim.sim.stats();
+    assert_eq!((stats.logins, stats.refreshes, stats.summary_calls), (1, 0, 40), "{stats:?}");
+    let record = fleet_record(&memory).await;
+    assert_eq!(record["generation"], 1);
+    assert!(sim.sim.issued_tokens().contains(&record["access_token"].as_str().unwrap().to_owned()));
+    assert!(record["refresh_token_expires_at_ms"].as_u64() > record["access_token_expires_at_ms"].as_u64());
+
+    // A valid local token is used without asking the store.
+    let calls = memory.calls();
+    summarize_on(&both, 5).await;
+    assert_eq!(memory.calls(), calls, "the hot path went to the shared store");
+
+    // The PBX's clock passes the token's 30 minutes while the gateway's does not:
+    // every request on both replicas meets errcode 10004 at once.
+    sim.sim.advance(Duration::from_secs(31 * 60));
+    sim.sim.set_latency(Duration::from_millis(20));
+    summarize_on(&both, 20).await;
+    let stats = sim.sim.stats();
+    assert_eq!((stats.logins, stats.refreshes, stats.failed_logins), (1, 1, 0), "{stats:?}");
+    assert!(stats.expired_token_answers >= 2, "{stats:?}");
+    assert_eq!(fleet_record(&memory).await["generation"], 2);
+}
+
+#[tokio::test]
+async fn replicas_renew_on_their_own_when_the_store_is_down() {
+    let sim = YeastarSimulator::start(SimOptions::default()).await.unwrap();
+    let shared: Arc<dyn SharedState> = Arc::new(DownSharedState);
+    let both = replicas(&sim, &shared, "5s");
+    summarize_on(&both, 10).await;
+    let stats = sim.sim.stats();
+    assert_eq!((stats.logins, stats.summary_calls), (2, 20), "one login per replica: {stats:?}");
+    sim.sim.advance(Duration::from_secs(31 * 60));
+    summarize_on(&both, 10).await;
+    let stats = sim.sim.stats();
+    assert_eq!((stats.logins, stats.refreshes, stats.failed_logins), (2, 2, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_renewal_lock_left_by_a_dead_replica_is_waited_out_then_taken() {
+    let sim = YeastarSimulator::start(SimOptions::default()).await.unwrap();
+    let memory = Arc::new(MemorySharedState::new());
+    let shared: Arc<dyn SharedState> = memory.clone();
+    // A replica took the lock and died: it is held for 2 × the 500 ms timeout.
+    let lock_ttl = Duration::from_secs(1);
+    assert!(memory.try_lock("yeastar:pbx:renew", lock_ttl).await.unwrap().is_some());
+    let started = tokio::time::Instant::now();
+    let both = replicas(&sim, &shared, "500ms");
+    summarize_on(&both, 5).await;
+    assert!(started.elapsed() >= lock_ttl, "waited for the lock's holder: {:?}", started.elapsed());
+    assert_eq!(sim.sim.stats().logins, 1);
+    assert_eq!(fleet_record(&memory).await["generation"], 1);
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs after fmt and clippy, and the README's second command.
+# Some tests need a real Redis (the shared store): one must answer at
+# SG_TEST_REDIS_URL (default redis://127.0.0.1:6379). If none does, this starts
+# one (installing Debian's redis-server if it is missing). Tests use key
+# prefixes of their own and delete their keys; nothing is written to disk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The outage tests also run private redis-servers of their own: the binary must be here.
+if ! command -v redis-server >/dev/null; then
+  echo "--- installing redis-server (Debian)"
+  sudo_cmd=""
+  [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+fi
+
+port="${SG_TEST_REDIS_PORT:-6379}"
+if [[ -z "${SG_TEST_REDIS_URL:-}" ]]; then
+  export SG_TEST_REDIS_URL="redis://127.0.0.1:${port}"
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
+    echo "--- starting redis-server on 127.0.0.1:${port}"
+    redis-server --port "${port}" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+    for _ in $(seq 1 50); do
+      (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break
+      sleep 0.1
+    done
+  fi
+fi
+cargo test --workspace --locked "$@"
