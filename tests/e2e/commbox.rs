@@ -2,23 +2,14 @@
 //! lifecycle (202 → pending → completed | failed), waiting, single submission,
 //! signed webhooks with retries, SSRF refusal, vendor callbacks in.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::net::TcpListener;
 
 use crate::common::{
-    KEY, Setup, TestGateway, WEBHOOK_SECRET, commbox_body, conversation_text, eventually, expect_problem,
+    KEY, Receiver, Setup, TestGateway, WEBHOOK_SECRET, commbox_body, conversation_text, eventually, expect_problem,
+    start_receiver, verify,
 };
 
 const WEBHOOKS_FAST: &str = "webhooks:\n  allow_private_networks: true\n  retry_initial: 100ms\n  retry_max: 300ms\n";
@@ -164,50 +155,6 @@ async fn duplicate_submissions_join_one_job() {
     ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     assert_eq!(gw.commbox.stats().submits, 1, "one vendor POST");
-}
-
-/// A webhook receiver that records what it got; answers `fail_first` 503s first.
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    attempts: Arc<Mutex<u32>>,
-    fail_first: u32,
-}
-
-async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let attempt = {
-        let mut a = rx.attempts.lock().unwrap();
-        *a += 1;
-        *a
-    };
-    if attempt <= rx.fail_first {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    rx.got.lock().unwrap().push((headers, body));
-    StatusCode::NO_CONTENT
-}
-
-fn start_receiver(listener: TcpListener, rx: Receiver) -> tokio::task::JoinHandle<()> {
-    let app = Router::new().route("/hook", post(receive)).with_state(rx);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
-
-/// Verifies a Standard Webhooks signature from scratch.
-fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) {
-    let id = headers["webhook-id"].to_str().unwrap();
-    let timestamp = headers["webhook-timestamp"].to_str().unwrap();
-    let ts: u64 = timestamp.parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(now.abs_diff(ts) < 300, "timestamp {ts} vs now {now}");
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-    let signatures = headers["webhook-signature"].to_str().unwrap();
-    assert!(signatures.split(' ').any(|s| s == expected), "{signatures} != {expected}");
 }
 
 #[tokio::test]

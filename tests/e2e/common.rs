@@ -8,11 +8,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use gateway_config::Config;
+use hmac::{Hmac, KeyInit, Mac};
 use providers::commbox::simulator::{self as commbox, CommBoxSimulator};
 use providers::elevateai::simulator::{self as elevateai, ElevateAiSimulator};
 use providers::yeastar::simulator::{RunningSimulator, SimOptions, SimRecord, YeastarSimulator};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use summary_gateway::App;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -353,4 +362,61 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl GatewayProcess {
+    /// SIGKILL: the process dies at once, without draining or any last word (a
+    /// crashed or evicted pod); waits for the exit and the end of its output.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A webhook receiver that records what it got; answers `fail_first` 503s first.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    pub attempts: Arc<Mutex<u32>>,
+    pub fail_first: u32,
+}
+
+async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let attempt = {
+        let mut a = rx.attempts.lock().unwrap();
+        *a += 1;
+        *a
+    };
+    if attempt <= rx.fail_first {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    rx.got.lock().unwrap().push((headers, body));
+    StatusCode::NO_CONTENT
+}
+
+/// Serves `rx` at `/hook` on `listener` in a background task.
+pub fn start_receiver(listener: TcpListener, rx: Receiver) -> tokio::task::JoinHandle<()> {
+    let app = Router::new().route("/hook", post(receive)).with_state(rx);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// Verifies a Standard Webhooks signature from scratch.
+pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) {
+    let id = headers["webhook-id"].to_str().unwrap();
+    let timestamp = headers["webhook-timestamp"].to_str().unwrap();
+    let ts: u64 = timestamp.parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now.abs_diff(ts) < 300, "timestamp {ts} vs now {now}");
+    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    let signatures = headers["webhook-signature"].to_str().unwrap();
+    assert!(signatures.split(' ').any(|s| s == expected), "{signatures} != {expected}");
 }

@@ -13,4 +13,6 @@ mod errors;
 mod lifecycle;
 mod logs;
 mod openapi;
+mod redis_support;
+mod replicas;
 mod yeastar;

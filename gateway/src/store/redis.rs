@@ -958,7 +958,7 @@ mod tests {
         );
         match decode_event(&encode_event(&StoreEvent::Final { id: "sum_1".into(), summary })) {
             Some(StoreEvent::Final { id, summary }) => {
-                assert_eq!((id.as_str(), summary.body.as_ref()), ("sum_1", b"{\"a\":\n1}".as_ref()))
+                assert_eq!((id.as_str(), summary.body.as_ref()), ("sum_1", b"{\"a\":\n1}".as_ref()));
             }
             other => panic!("{other:?}"),
         }

@@ -198,7 +198,7 @@ async fn the_gcra_limit_holds_across_replicas() {
         match store.rate_limit("crm", 1.0, 10).await.unwrap() {
             Some(RateVerdict::Allowed { .. }) => allowed += 1,
             Some(RateVerdict::Limited { retry_after }) => {
-                assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}")
+                assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
             }
             None => panic!("a shared store keeps shared limits"),
         }
