@@ -105,8 +105,14 @@ impl Webhooks {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let now = now_ms();
-            let lease = now + duration_ms(self.config.timeout * 2 + Duration::from_secs(5));
-            match self.store.claim_deliveries(now, lease, BATCH).await {
+            // Claim no more than can start at once, so the lease covers one attempt
+            // (its timeout, plus a margin for the store): a delivery whose replica
+            // dies mid-attempt is claimed again soon after.
+            let free = self.slots.available_permits().min(BATCH);
+            let lease = now + duration_ms(self.config.timeout + Duration::from_secs(5));
+            let claimed =
+                if free == 0 { Ok(Vec::new()) } else { self.store.claim_deliveries(now, lease, free).await };
+            match claimed {
                 Ok(batch) => {
                     for delivery in batch {
                         let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else { return };
@@ -120,6 +126,8 @@ impl Webhooks {
                 Err(e) => tracing::warn!(error = %e, "could not read the webhook outbox"),
             }
             let idle = match self.store.next_delivery_ms().await {
+                // All slots busy: an attempt's end wakes the worker.
+                _ if free == 0 => MAX_IDLE,
                 Ok(Some(next)) => Duration::from_millis(next.saturating_sub(now_ms())).min(MAX_IDLE),
                 _ => MAX_IDLE,
             };
