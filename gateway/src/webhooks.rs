@@ -110,8 +110,7 @@ impl Webhooks {
             // dies mid-attempt is claimed again soon after.
             let free = self.slots.available_permits().min(BATCH);
             let lease = now + duration_ms(self.config.timeout + Duration::from_secs(5));
-            let claimed =
-                if free == 0 { Ok(Vec::new()) } else { self.store.claim_deliveries(now, lease, free).await };
+            let claimed = if free == 0 { Ok(Vec::new()) } else { self.store.claim_deliveries(now, lease, free).await };
             match claimed {
                 Ok(batch) => {
                     for delivery in batch {
