@@ -1,6 +1,8 @@
 //! The run: starts the four server processes, runs the scenarios one after
 //! the other, prints a row for each, then the comparisons with the baselines
-//! and the verdict on each target.
+//! and the verdict on each target. With `--redis-url` the gateway stores in
+//! that Redis, and the Redis server's commands and CPU are read with the
+//! gateway's CPU (see `redis_server.rs`).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -18,10 +20,11 @@ use http_body_util::Full;
 use providers::yeastar::simulator::SimOptions;
 use serde_json::Value;
 
-use crate::load::{self, Check, Conn, Latencies, LoadResult, Outcome, Plan, Rate, Target, Usage};
+use crate::load::{self, Check, Conn, Latencies, LoadResult, Outcome, Plan, Rate, Target, Usage, Watch};
 use crate::num::{to_f64, to_u64};
 use crate::process::ServerProcess;
 use crate::procfs::{self, Sample};
+use crate::redis_server::{self, RedisServer, RedisUsage, RoundTrips};
 use crate::servers::{EXTENSION, leg_id};
 use crate::waiting::{self, FdLimit};
 
@@ -45,6 +48,8 @@ pub struct Settings {
     /// Long-polls parked at once in scenario w.
     pub waiters: usize,
     pub strict: bool,
+    /// `--redis-url`: the gateway stores in this Redis (`store.redis_url`), under a key prefix of the run's.
+    pub redis_url: Option<String>,
 }
 
 /// The targets (README: performance targets).
@@ -76,6 +81,12 @@ const SETTLE_BEFORE: Duration = Duration::from_millis(500);
 const SETTLE_AT_MOST: Duration = Duration::from_secs(15);
 /// w's idle window: the gateway's CPU time while the requests wait.
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
+/// With `--redis-url`: cache-hit POSTs and GETs sent one at a time under `MONITOR`.
+const PROBE_REQUESTS: u64 = 100;
+/// … and vendor round trips (new call legs of their own).
+const PROBE_MISSES: u64 = 50;
+/// … and the Redis server's commands and CPU with nothing sent to the gateway.
+const REDIS_IDLE_WINDOW: Duration = Duration::from_secs(1);
 
 pub fn run(settings: &Settings) -> ExitCode {
     let mut builder = if settings.driver_threads == 1 {
@@ -127,6 +138,8 @@ struct Legs {
     closed: Range<u64>,
     /// d3 and d4, from `closed.end` on.
     open: Rate,
+    /// With `--redis-url`: the `MONITOR` probe's misses, after d3 and d4's.
+    probe: Range<u64>,
     /// How many the simulator is seeded with.
     records: u64,
 }
@@ -141,8 +154,9 @@ impl Legs {
             measure: s.vendor_open_seconds,
             first_number: closed.end,
         };
-        let records = open.first_number + load::numbers_needed(&open, s.rounds);
-        Self { warm, closed, open, records }
+        let open_end = open.first_number + load::numbers_needed(&open, s.rounds);
+        let probe = open_end..open_end + if s.redis_url.is_some() { PROBE_MISSES } else { 0 };
+        Self { warm, closed, open, records: probe.end, probe }
     }
 }
 
@@ -158,28 +172,45 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     let ticks = procfs::clock_ticks_per_second();
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let legs = Legs::plan(s);
+    // Declared before the servers, so that on an early return it is dropped
+    // after them (its Drop deletes the run's keys once the gateway has stopped).
+    let redis = match &s.redis_url {
+        Some(url) => Some(RedisServer::connect(url).await?),
+        None => None,
+    };
     // Before the servers start: they inherit it.
     let fds = waiting::raise_fd_limit();
-    print_header(s, ticks, legs.records, &fds);
-    let servers = start_servers(s, dir.path(), legs.records).await?;
+    print_header(s, ticks, legs.records, &fds, redis.as_ref());
+    let servers = start_servers(s, dir.path(), legs.records, redis.as_ref()).await?;
+    let store = match &redis {
+        Some(redis) => Some(probe_redis(redis, &servers, &legs).await?),
+        None => None,
+    };
 
-    let mut bench = Bench { s, ticks, rows: Vec::new(), waiting: None };
+    let mut bench = Bench { s, ticks, rows: Vec::new(), waiting: None, redis: redis.as_ref(), store };
     print_columns();
     let after_hits = run_hits(&mut bench, &servers).await?;
     run_vendor(&mut bench, &servers, &legs).await?;
     let memory = Memory {
         after_hits,
         end: servers.gateway.sample()?,
-        stored: 1 + legs.warm + s.misses + load::scheduled(&legs.open, s.rounds),
+        stored: 1 + legs.warm + s.misses + load::scheduled(&legs.open, s.rounds) + (legs.probe.end - legs.probe.start),
         summary_bytes: servers.cached.len(),
     };
+    if let (Some(redis), Some(store)) = (&redis, &mut bench.store) {
+        store.summary_in_redis = redis.memory_usage(&redis.summary_key(&servers.id));
+    }
     // Last: its thousands of connections must not count in the peak RSS judged
     // above, nor in the RSS growth per stored summary.
     run_waiting(&mut bench, &servers).await?;
     let driver_after = procfs::sample_self().map_err(|e| format!("/proc/self: {e}"))?;
     drop(servers);
+    if let (Some(redis), Some(store)) = (&redis, &mut bench.store) {
+        store.deleted = Some(redis.delete_keys());
+    }
 
     bench.print_comparisons(&memory);
+    bench.print_redis(&memory);
     bench.print_waiting();
     let targets_met = bench.print_targets(&memory);
     let clean = bench.rows.iter().all(|r| r.result.unexpected == 0 && r.result.failed == 0);
@@ -198,7 +229,7 @@ async fn drive(s: &Settings) -> Result<bool, String> {
 
 /// Starts the simulator and the gateway, warms the cache hit, then starts the
 /// baseline with the cached bytes and gets a simulator token.
-async fn start_servers(s: &Settings, dir: &Path, records: u64) -> Result<Servers, String> {
+async fn start_servers(s: &Settings, dir: &Path, records: u64, redis: Option<&RedisServer>) -> Result<Servers, String> {
     progress(&format!(
         "starting the simulator ({records} extra call legs), the CommBox simulator, the gateway and the baseline"
     ));
@@ -209,7 +240,8 @@ async fn start_servers(s: &Settings, dir: &Path, records: u64) -> Result<Servers
     )?;
     let commbox = ServerProcess::spawn("commbox-sim", &args(&["serve-commbox-sim", "--listen", "127.0.0.1:0"]), &[])?;
     let config = dir.join("gateway.yaml");
-    std::fs::write(&config, gateway_yaml(&sim.url(), &commbox.url(), s))
+    let store = redis.zip(s.redis_url.as_deref()).map(|(r, url)| (url, r.prefix.as_str()));
+    std::fs::write(&config, gateway_yaml(&sim.url(), &commbox.url(), s, store))
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut gateway_args = args(&["serve-gateway", "--config"]);
     gateway_args.push(config.into_os_string());
@@ -251,6 +283,66 @@ async fn start_servers(s: &Settings, dir: &Path, records: u64) -> Result<Servers
     Ok(Servers { sim, commbox, gateway, baseline, cached, id, token })
 }
 
+/// What the run learned about the Redis store besides the rows (with `--redis-url`).
+struct StoreProbe {
+    /// Under `MONITOR`, one request at a time: the gateway's commands per cache-hit
+    /// POST, GET, and vendor round trip — or why they could not be counted.
+    round_trips: Result<[RoundTrips; 3], String>,
+    /// The Redis server's work over [`REDIS_IDLE_WINDOW`] with no request sent:
+    /// the gateway's background work and any other client's.
+    idle: RedisUsage,
+    idle_window: Duration,
+    /// `MEMORY USAGE` of the docs' example's summary key, after d.
+    summary_in_redis: Result<Option<u64>, String>,
+    /// Keys deleted at the end.
+    deleted: Option<Result<u64, String>>,
+}
+
+/// Before the scenarios: the Redis server's idle work, then `MONITOR` while
+/// [`PROBE_REQUESTS`] cache-hit POSTs and GETs and [`PROBE_MISSES`] misses go
+/// to the gateway one at a time, between `ECHO` marks.
+async fn probe_redis(redis: &RedisServer, servers: &Servers, legs: &Legs) -> Result<StoreProbe, String> {
+    progress("Redis: idle reading, then MONITOR during cache hits and misses sent one at a time");
+    let before = redis.read().await?;
+    let started = Instant::now();
+    tokio::time::sleep(REDIS_IDLE_WINDOW).await;
+    let idle_window = started.elapsed();
+    let idle = RedisUsage::between(&before, &redis.read().await?);
+
+    let gateway = servers.gateway.addr;
+    let marks: Vec<String> = (0..4).map(|i| format!("{}:sgbench-mark-{i}", redis.prefix)).collect();
+    let targets = [
+        (gateway_hit_target(gateway), 0..PROBE_REQUESTS),
+        (gateway_get_target(gateway, &servers.id), 0..PROBE_REQUESTS),
+        (gateway_miss_target(gateway), legs.probe.clone()),
+    ];
+    let round_trips = async {
+        let monitor = redis.monitor(marks[3].clone())?;
+        let mut conn = Conn::open(gateway).await?;
+        for (i, (target, numbers)) in targets.iter().enumerate() {
+            redis.echo(&marks[i])?;
+            for n in numbers.clone() {
+                let (parts, body) = conn.exchange((target.make)(n)).await?;
+                if !(target.check)(&parts, &body) {
+                    return Err(format!("an unexpected answer under MONITOR: {} {}", parts.status, lossy(&body)));
+                }
+            }
+        }
+        redis.echo(&marks[3])?;
+        let lines = monitor.finish().await?;
+        let marks: Vec<&str> = marks.iter().map(String::as_str).collect();
+        let [post, get, miss]: [RoundTrips; 3] = redis_server::round_trips(&lines, &redis.prefix, &marks)
+            .try_into()
+            .map_err(|_| "MONITOR: a mark is missing".to_owned())?;
+        Ok::<_, String>([post, get, miss])
+    }
+    .await;
+    if let Err(e) = &round_trips {
+        progress(&format!("Redis round trips not counted: {e}"));
+    }
+    Ok(StoreProbe { round_trips, idle, idle_window, summary_in_redis: Ok(None), deleted: None })
+}
+
 /// a-c (closed loop) and e (open loop): the static answer and the cache hits.
 /// Returns the gateway's memory after them (its store holds one summary).
 async fn run_hits(bench: &mut Bench<'_>, servers: &Servers) -> Result<Sample, String> {
@@ -261,8 +353,12 @@ async fn run_hits(bench: &mut Bench<'_>, servers: &Servers) -> Result<Sample, St
     let hit = gateway_hit_target(gateway.addr);
 
     let get_target = gateway_get_target(gateway.addr, &servers.id);
+    let (base_pid, gw_pid) = ([baseline.pid()], [gateway.pid()]);
+    let base = Watch::processes(&base_pid);
+    // The gateway's rows read the Redis server's counters too (with --redis-url).
+    let gw = Watch { pids: &gw_pid, redis: bench.redis };
     let mut results = load::closed_loop_alternating(
-        &[(&base_target, &[baseline.pid()]), (&hit, &[gateway.pid()]), (&get_target, &[gateway.pid()])],
+        &[(&base_target, base), (&hit, gw), (&get_target, gw)],
         s.connections,
         s.warmup,
         s.seconds,
@@ -277,14 +373,8 @@ async fn run_hits(bench: &mut Bench<'_>, servers: &Servers) -> Result<Sample, St
 
     // e: a fixed rate, the baseline and the cache hit in alternating segments.
     let rate = Rate { per_second: s.rate, warmup: segment_warmup(s), measure: s.open_seconds, first_number: 0 };
-    let (base_open, hit_open) = load::open_loop_alternating(
-        (&base_target, &[baseline.pid()]),
-        (&hit, &[gateway.pid()]),
-        s.open_connections,
-        &rate,
-        s.rounds,
-    )
-    .await?;
+    let (base_open, hit_open) =
+        load::open_loop_alternating((&base_target, base), (&hit, gw), s.open_connections, &rate, s.rounds).await?;
     let open = format!("open {}/s", s.rate);
     bench.add("e1", "baseline: static answer, POST", &open, base_open, &["base"]);
     bench.add("e2", "gateway: POST /v1/summaries, cache hit", &open, hit_open, &["gw"]);
@@ -299,18 +389,20 @@ async fn run_vendor(bench: &mut Bench<'_>, servers: &Servers, legs: &Legs) -> Re
     let sim_target = simulator_target(sim.addr, &servers.token);
     let miss_target = gateway_miss_target(gateway.addr);
     let closed = format!("closed c={}", s.connections);
-    let both = [gateway.pid(), sim.pid()];
+    let (sim_pid, both_pids) = ([sim.pid()], [gateway.pid(), sim.pid()]);
+    let sim_only = Watch::processes(&sim_pid);
+    let both = Watch { pids: &both_pids, redis: bench.redis };
 
-    load::closed_loop(&sim_target, s.connections, Plan::Numbers(0..legs.warm), &[sim.pid()]).await?;
-    let r = load::closed_loop(&sim_target, s.connections, Plan::Numbers(legs.closed.clone()), &[sim.pid()]).await?;
+    load::closed_loop(&sim_target, s.connections, Plan::Numbers(0..legs.warm), sim_only).await?;
+    let r = load::closed_loop(&sim_target, s.connections, Plan::Numbers(legs.closed.clone()), sim_only).await?;
     bench.add("d1", "simulator direct: getaisummary, new leg", &closed, r, &["sim"]);
-    load::closed_loop(&miss_target, s.connections, Plan::Numbers(0..legs.warm), &both).await?;
-    let r = load::closed_loop(&miss_target, s.connections, Plan::Numbers(legs.closed.clone()), &both).await?;
+    load::closed_loop(&miss_target, s.connections, Plan::Numbers(0..legs.warm), both).await?;
+    let r = load::closed_loop(&miss_target, s.connections, Plan::Numbers(legs.closed.clone()), both).await?;
     bench.add("d2", "gateway: POST, miss → simulator", &closed, r, &["gw", "sim"]);
 
     let (sim_open, miss_open) = load::open_loop_alternating(
-        (&sim_target, &[sim.pid()]),
-        (&miss_target, &both),
+        (&sim_target, sim_only),
+        (&miss_target, both),
         s.open_connections,
         &legs.open,
         s.rounds,
@@ -338,6 +430,8 @@ struct Waiting {
     /// The gateway's CPU time in the idle window while they waited.
     idle_cpu: Duration,
     idle_window: Duration,
+    /// The Redis server's work in that window (with --redis-url).
+    idle_redis: Option<RedisUsage>,
     /// Release → first and last expected answer.
     first: Option<Duration>,
     last: Option<Duration>,
@@ -372,10 +466,13 @@ async fn run_waiting(bench: &mut Bench<'_>, servers: &Servers) -> Result<(), Str
     let (written, _) = parked.all_written(Duration::from_secs(120)).await?;
     let settled = waiting::settle(gateway.pid(), bench.ticks, SETTLE_AT_MOST).await?;
     let idle_from = gateway.sample()?;
+    let redis_from = read_redis(bench.redis).await?;
     let idle_started = Instant::now();
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle_to = gateway.sample()?;
     let idle_window = idle_started.elapsed();
+    let redis_to = read_redis(bench.redis).await?;
+    let idle_redis = redis_from.zip(redis_to).map(|(from, to)| RedisUsage::between(&from, &to));
 
     let released = Instant::now();
     release_held_jobs(commbox.addr).await?;
@@ -426,12 +523,20 @@ async fn run_waiting(bench: &mut Bench<'_>, servers: &Servers) -> Result<(), Str
         stable: settled.stable,
         idle_cpu: procfs::cpu_between(idle_from, idle_to, bench.ticks),
         idle_window,
+        idle_redis,
         first,
         last,
         wake_cpu: procfs::cpu_between(idle_to, woken, bench.ticks),
         completed,
     });
     Ok(())
+}
+
+async fn read_redis(redis: Option<&RedisServer>) -> Result<Option<redis_server::Reading>, String> {
+    match redis {
+        Some(redis) => Ok(Some(redis.read().await?)),
+        None => Ok(None),
+    }
 }
 
 /// `POST /v1/summaries` for the CommBox provider with a `[sim:hold]` text: 202
@@ -476,10 +581,16 @@ fn lossy(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()
 }
 
-fn gateway_yaml(sim_url: &str, commbox_url: &str, s: &Settings) -> String {
+/// The gateway's configuration; `store` = (Redis URL, key prefix) with `--redis-url`.
+fn gateway_yaml(sim_url: &str, commbox_url: &str, s: &Settings, store: Option<(&str, &str)>) -> String {
     let sim = SimOptions::default();
     let commbox = providers::commbox::simulator::SimOptions::default();
     let concurrency = s.connections.max(s.open_connections).max(256);
+    let store = store.map_or_else(String::new, |(url, prefix)| {
+        // A JSON string is a YAML double-quoted scalar: any URL stays one value.
+        let url = serde_json::to_string(url).unwrap_or_default();
+        format!("store:\n  redis_url: {url}\n  key_prefix: {prefix}\n  timeout: 500ms\n  job_lease: 10s\n")
+    });
     format!(
         r"# Written by sg-bench: one key with a limit the load never reaches, one Yeastar
 # provider pointing at the simulator process, one CommBox provider pointing at
@@ -504,7 +615,7 @@ providers:
     base_url: {commbox_url}
     token: {token}
     poll_interval: {COMMBOX_POLL}
-",
+{store}",
         id = sim.client_id,
         secret = sim.client_secret,
         token = commbox.token,
@@ -640,11 +751,23 @@ struct Row {
     cpu: Vec<(&'static str, f64)>,
 }
 
+impl Row {
+    /// The Redis server's commands executed (script internals included) and CPU µs, per request.
+    fn redis(&self) -> Option<(f64, f64)> {
+        let redis = self.result.redis.as_ref()?;
+        let requests = self.result.requests.max(1);
+        Some((to_f64(redis.commands()) / to_f64(requests), redis.cpu_per_request(requests)))
+    }
+}
+
 struct Bench<'a> {
     s: &'a Settings,
     ticks: u64,
     rows: Vec<Row>,
     waiting: Option<Waiting>,
+    /// With `--redis-url`: the gateway's store, read around its rows.
+    redis: Option<&'a RedisServer>,
+    store: Option<StoreProbe>,
 }
 
 struct Memory {
@@ -657,7 +780,7 @@ struct Memory {
     summary_bytes: usize,
 }
 
-fn print_header(s: &Settings, ticks: u64, records: u64, fds: &FdLimit) {
+fn print_header(s: &Settings, ticks: u64, records: u64, fds: &FdLimit, redis: Option<&RedisServer>) {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     println!("sg-bench: summary-gateway against baselines measured in the same run");
     println!(
@@ -687,6 +810,17 @@ fn print_header(s: &Settings, ticks: u64, records: u64, fds: &FdLimit) {
         IDLE_WINDOW.as_secs_f64(),
         fds.describe()
     );
+    match redis {
+        Some(r) => println!(
+            "store: redis — Redis {} at {}, keys under {}:* (deleted at the end); {} other client(s) connected{}",
+            r.version,
+            r.shown_url,
+            r.prefix,
+            r.other_clients,
+            if r.other_clients > 0 { ": their commands count in the Redis numbers" } else { "" }
+        ),
+        None => println!("store: memory (the gateway's embedded store; --redis-url for a Redis one)"),
+    }
 }
 
 fn micros(d: Duration) -> f64 {
@@ -750,6 +884,15 @@ impl Bench<'_> {
             megabytes(memory.rss_kib),
             megabytes(memory.hwm_kib),
         );
+        if let Some(redis) = &result.redis {
+            let requests = result.requests.max(1);
+            println!(
+                "    redis: {:.2} commands/request ({}); Redis CPU {:.1} µs/request",
+                to_f64(redis.commands()) / to_f64(requests),
+                redis_server::breakdown(&redis.calls, requests),
+                redis.cpu_per_request(requests),
+            );
+        }
         if result.unexpected > 0 || result.failed > 0 {
             println!(
                 "    ! {} unexpected answers, {} failed requests; first: {}",
@@ -779,7 +922,7 @@ impl Bench<'_> {
         let hit = self.cpu("b", "gw");
         let get = self.cpu("c", "gw");
         let mut out = String::new();
-        let _ = writeln!(out, "\nAgainst the baselines of this run");
+        let _ = writeln!(out, "\nAgainst the baselines of this run — store: {}", self.store_description());
         let _ = writeln!(
             out,
             "  cache hit, POST (b − a):   {hit:.1} − {base:.1} = {:+.1} µs CPU/request added by the gateway ({:.1}× the static answer)",
@@ -792,6 +935,9 @@ impl Bench<'_> {
             get - base,
             get / base
         );
+        if self.redis.is_some() {
+            self.write_redis_totals(&mut out);
+        }
         let miss = self.cpu("d2", "gw");
         let (sim_via, sim_direct) = (self.cpu("d2", "sim"), self.cpu("d1", "sim"));
         let _ = writeln!(
@@ -842,6 +988,12 @@ impl Bench<'_> {
                 millis(lag.per_mille(990)),
             );
         }
+        self.write_memory(&mut out, memory);
+        print!("{out}");
+    }
+
+    /// The gateway's RSS under the cache-hit load, and what storing summaries added.
+    fn write_memory(&self, out: &mut String, memory: &Memory) {
         let growth = memory.end.rss_kib.saturating_sub(memory.after_hits.rss_kib);
         let per_entry = to_f64(growth) * 1024.0 / to_f64(memory.stored.saturating_sub(1).max(1));
         let _ = writeln!(
@@ -849,6 +1001,16 @@ impl Bench<'_> {
             "  gateway memory:            peak RSS {:.1} MB under the cache-hit load (a-c, e; one summary stored)",
             megabytes(memory.after_hits.hwm_kib),
         );
+        if self.redis.is_some() {
+            let _ = writeln!(
+                out,
+                "                             {:.1} MB after the vendor round trips stored {} summaries — in Redis, not in the gateway (its RSS grew {:.1} MB; see \"Redis store\" below)",
+                megabytes(memory.end.rss_kib),
+                thousands(memory.stored),
+                megabytes(growth),
+            );
+            return;
+        }
         let _ = writeln!(
             out,
             "                             {:.1} MB after the vendor round trips stored {} summaries: ≈ {:.0} bytes of RSS per stored summary of {} bytes",
@@ -863,6 +1025,143 @@ impl Bench<'_> {
             thousands(full_store_entries(memory.summary_bytes)),
             per_entry * crate::num::to_f64(full_store_entries(memory.summary_bytes)) / 1e6
         );
+    }
+
+    /// `memory (…)` or `redis (…)`.
+    fn store_description(&self) -> String {
+        match self.redis {
+            Some(redis) => {
+                format!("redis (Redis {} at {}, keys under {}:*)", redis.version, redis.shown_url, redis.prefix)
+            }
+            None => "memory (the gateway's embedded store)".to_owned(),
+        }
+    }
+
+    /// Redis CPU µs/request of row `key` (NaN without Redis readings).
+    fn redis_cpu(&self, key: &str) -> f64 {
+        self.row(key).and_then(Row::redis).map_or(f64::NAN, |(_, cpu)| cpu)
+    }
+
+    /// The gateway's rows with the Redis server's CPU added: what a request costs in all.
+    fn write_redis_totals(&self, out: &mut String) {
+        let trips = self.store.as_ref().and_then(|p| p.round_trips.as_ref().ok());
+        let sent = |i: usize, n: u64| {
+            trips.map_or_else(|| "?".to_owned(), |t| format!("{:.2}", to_f64(t[i].sent_total()) / to_f64(n)))
+        };
+        let static_answer = |base: f64, all: f64| format!("{:.1}× the static answer", all / base);
+        let _ = writeln!(out, "  with the Redis server's CPU, µs/request (gateway + Redis = in all):");
+        let lines = [
+            ("b", "cache hit, POST (b):".to_owned(), Some(sent(0, PROBE_REQUESTS))),
+            ("c", "cache hit, GET  (c):".to_owned(), Some(sent(1, PROBE_REQUESTS))),
+            ("e2", format!("cache hit at {}/s (e2):", self.s.rate), None),
+            ("d2", "vendor round trip (d2):".to_owned(), Some(sent(2, PROBE_MISSES))),
+        ];
+        for (key, what, trips) in &lines {
+            let (gw, redis) = (self.cpu(key, "gw"), self.redis_cpu(key));
+            let executed = self.row(key).and_then(Row::redis).map_or(f64::NAN, |(commands, _)| commands);
+            let note = match *key {
+                "b" | "c" => static_answer(self.cpu("a", "base"), gw + redis),
+                "e2" => static_answer(self.cpu("e1", "base"), gw + redis),
+                _ => format!("+ the simulator's own {:.1}", self.cpu(key, "sim")),
+            };
+            let trips = trips.as_ref().map_or_else(String::new, |t| format!("{t} Redis round trips, "));
+            let _ = writeln!(
+                out,
+                "    {what:<26}{gw:.1} + {redis:.1} = {:.1} ({note}); {trips}{executed:.2} commands executed",
+                gw + redis
+            );
+        }
+    }
+
+    /// With `--redis-url`: the round trips, the idle reading, the size of a stored summary.
+    fn print_redis(&self, memory: &Memory) {
+        let (Some(redis), Some(probe)) = (self.redis, &self.store) else { return };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nRedis store: Redis {} at {}, keys under {}:*",
+            redis.version, redis.shown_url, redis.prefix
+        );
+        if redis.other_clients > 0 {
+            let _ = writeln!(
+                out,
+                "  NOTE: {} other client(s) were connected at the start: their commands and CPU count in the Redis numbers",
+                redis.other_clients
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  round trips per request, under MONITOR, one request at a time: the commands the gateway sent [and those its scripts ran inside Redis]"
+        );
+        match &probe.round_trips {
+            Ok(trips) => {
+                for (what, t, n) in [
+                    ("cache hit, POST:", &trips[0], PROBE_REQUESTS),
+                    ("cache hit, GET:", &trips[1], PROBE_REQUESTS),
+                    ("vendor round trip:", &trips[2], PROBE_MISSES),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "    {what:<24}{:.2} ({}) [{:.2}: {}]   over {n} requests",
+                        to_f64(t.sent_total()) / to_f64(n),
+                        redis_server::breakdown(&t.sent, n),
+                        to_f64(t.inside_total()) / to_f64(n),
+                        redis_server::breakdown(&t.inside, n),
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "    not counted: {e}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  commands executed per request under load (INFO commandstats, a script's own commands included) / Redis CPU per request:"
+        );
+        let rows: Vec<String> = ["b", "c", "e2", "d2", "d4"]
+            .iter()
+            .filter_map(|key| {
+                let (commands, cpu) = self.row(key)?.redis()?;
+                Some(format!("{key} {commands:.2} / {cpu:.1} µs"))
+            })
+            .collect();
+        let _ = writeln!(out, "    {}", rows.join("; "));
+        let idle_seconds = probe.idle_window.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            out,
+            "  idle, nothing sent ({:.1} s before the scenarios): {:.1} commands/s ({}), Redis CPU {:.2} ms/s — the gateway's background work and any other client's, in the numbers above too",
+            idle_seconds,
+            to_f64(probe.idle.commands()) / idle_seconds,
+            redis_server::counts(&probe.idle.calls),
+            millis(probe.idle.cpu) / idle_seconds,
+        );
+        match &probe.summary_in_redis {
+            Ok(Some(bytes)) => {
+                let _ = writeln!(
+                    out,
+                    "  a stored summary takes {} bytes in Redis (MEMORY USAGE of the docs' example, a {}-byte answer): the {} of this run ≈ {:.1} MB there",
+                    thousands(*bytes),
+                    thousands(u64::try_from(memory.summary_bytes).unwrap_or(u64::MAX)),
+                    thousands(memory.stored),
+                    to_f64(*bytes) * to_f64(memory.stored) / 1e6,
+                );
+            }
+            Ok(None) => {
+                let _ = writeln!(out, "  MEMORY USAGE: the docs' example's summary key was not found");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  MEMORY USAGE: {e}");
+            }
+        }
+        match &probe.deleted {
+            Some(Ok(n)) => {
+                let _ = writeln!(out, "  deleted the run's {} keys ({}:*)", thousands(*n), redis.prefix);
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "  could not delete the run's keys ({}:*): {e}", redis.prefix);
+            }
+            None => {}
+        }
         print!("{out}");
     }
 
@@ -906,6 +1205,15 @@ impl Bench<'_> {
             millis(w.idle_cpu),
             w.idle_window.as_secs_f64(),
         );
+        if let Some(redis) = &w.idle_redis {
+            let _ = writeln!(
+                out,
+                "  Redis while waiting:       {} commands in the same window ({}), Redis CPU {:.1} ms",
+                thousands(redis.commands()),
+                redis_server::counts(&redis.calls),
+                millis(redis.cpu),
+            );
+        }
         let show = |d: Option<Duration>| d.map_or_else(|| "—".to_owned(), |d| format!("{:.0} ms", millis(d)));
         let _ = writeln!(
             out,
@@ -928,16 +1236,18 @@ impl Bench<'_> {
     fn target_note(&self, i: usize) -> Option<String> {
         match i {
             0 => Some(format!(
-                "(static-answer baseline a: {:.1} µs/request, so the gateway adds {:+.1} µs; GET c: {:.1} µs)",
+                "(static-answer baseline a: {:.1} µs/request, so the gateway adds {:+.1} µs; GET c: {:.1} µs){}",
                 self.cpu("a", "base"),
                 self.cpu("b", "gw") - self.cpu("a", "base"),
                 self.cpu("c", "gw"),
+                self.redis_note("b"),
             )),
             1 => Some(format!(
-                "(a cache hit b costs {:.1} µs: the vendor round trip adds {:+.1} µs; the simulator's own {:.1} µs are not in it)",
+                "(a cache hit b costs {:.1} µs: the vendor round trip adds {:+.1} µs; the simulator's own {:.1} µs are not in it){}",
                 self.cpu("b", "gw"),
                 self.cpu("d2", "gw") - self.cpu("b", "gw"),
                 self.cpu("d2", "sim"),
+                self.redis_note("d2"),
             )),
             2 => {
                 let (base, gw) = (self.row("e1")?, self.row("e2")?);
@@ -971,6 +1281,18 @@ impl Bench<'_> {
             )),
             _ => None,
         }
+    }
+
+    /// `; Redis CPU …` after a target's note, with `--redis-url`: the gateway's number is judged, the total shown.
+    fn redis_note(&self, key: &str) -> String {
+        if self.redis.is_none() {
+            return String::new();
+        }
+        let (gw, redis) = (self.cpu(key, "gw"), self.redis_cpu(key));
+        format!(
+            "\n      (store: redis; the Redis server's CPU is not in the value: {redis:.1} µs/request more, {:.1} µs in all)",
+            gw + redis
+        )
     }
 
     /// Prints the verdicts; true if every target is met.
@@ -1007,7 +1329,7 @@ impl Bench<'_> {
                 0,
             ),
         ];
-        println!("\nTargets");
+        println!("\nTargets — store: {}", if self.redis.is_some() { "redis" } else { "memory" });
         println!("  {:<50}{:>12}{:>12}   verdict", "", "value", "target");
         let mut all = true;
         // The open-loop latencies include the machine's own scheduling jitter;
@@ -1071,11 +1393,23 @@ mod tests {
             closed_rounds: 1,
             waiters: 10,
             strict: false,
+            redis_url: None,
         };
-        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s);
+        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s, None);
         let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.providers.len(), 2);
         assert!(config.providers.contains_key(COMMBOX_PROVIDER));
+        assert!(config.store.redis_url.is_none());
+
+        let url = "redis://:p#ss@127.0.0.1:6379/0";
+        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s, Some((url, "sgbench-1-0a")));
+        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.store.redis_url.as_ref().map(|u| u.expose().as_str()), Some(url));
+        assert_eq!(config.store.key_prefix, "sgbench-1-0a");
+        assert_eq!(
+            (config.store.timeout, config.store.job_lease),
+            (Duration::from_millis(500), Duration::from_secs(10))
+        );
         assert!(HELD_TEXT.chars().count() >= providers::commbox::MIN_TEXT_CHARS && HELD_TEXT.contains("[sim:hold]"));
     }
 }

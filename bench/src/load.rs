@@ -10,7 +10,8 @@
 //!   coordinated omission).
 //!
 //! Around the measured window the CPU time and memory of the watched server
-//! processes are read from `/proc`.
+//! processes are read from `/proc`, and with `--redis-url` the Redis server's
+//! counters (calls per command, CPU time).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::num::{to_f64, to_u64};
 use crate::procfs::{self, Sample};
+use crate::redis_server::{Reading, RedisServer, RedisUsage};
 
 /// Builds request number `n` (`n` picks the call leg where that matters).
 pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
@@ -155,6 +157,21 @@ impl Latencies {
     }
 }
 
+/// What a measured window reads just before and just after it: the CPU time and
+/// memory of these processes and, if given, the Redis server's counters.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub pids: &'a [u32],
+    pub redis: Option<&'a RedisServer>,
+}
+
+impl<'a> Watch<'a> {
+    /// These processes only.
+    pub fn processes(pids: &'a [u32]) -> Self {
+        Self { pids, redis: None }
+    }
+}
+
 /// CPU time used by a watched process in a window, and its memory at the end.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
@@ -182,6 +199,8 @@ pub struct LoadResult {
     pub usage: Vec<Usage>,
     /// The p99 latency of each window absorbed (alternating open loops: one per segment).
     pub segment_p99: Vec<Duration>,
+    /// The Redis server's work in the window, if it was watched.
+    pub redis: Option<RedisUsage>,
 }
 
 impl LoadResult {
@@ -211,6 +230,11 @@ impl LoadResult {
                 mine.ticks += theirs.ticks;
                 mine.end = theirs.end;
             }
+        }
+        match (&mut self.redis, other.redis) {
+            (Some(mine), Some(theirs)) => mine.add(&theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
         }
     }
 }
@@ -253,7 +277,12 @@ impl Tally {
         }
     }
 
-    fn into_result(self, elapsed: Duration, usage: Vec<Usage>, open_loop: bool) -> LoadResult {
+    fn into_result(
+        self,
+        elapsed: Duration,
+        (usage, redis): (Vec<Usage>, Option<RedisUsage>),
+        open_loop: bool,
+    ) -> LoadResult {
         LoadResult {
             requests: self.requests,
             unexpected: self.unexpected,
@@ -264,6 +293,7 @@ impl Tally {
             lag: open_loop.then(|| Latencies::from_unsorted(self.lags)),
             usage,
             segment_p99: Vec::new(),
+            redis,
         }
     }
 }
@@ -272,12 +302,31 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn sample_all(pids: &[u32]) -> Result<Vec<Sample>, String> {
-    pids.iter().map(|&pid| procfs::sample(pid).map_err(|e| format!("/proc/{pid}: {e}"))).collect()
+/// One reading of everything a window watches.
+struct Readings {
+    processes: Vec<Sample>,
+    redis: Option<Reading>,
 }
 
-fn usage(before: Vec<Sample>, after: Vec<Sample>) -> Vec<Usage> {
-    before.into_iter().zip(after).map(|(b, a)| Usage { ticks: a.ticks.saturating_sub(b.ticks), end: a }).collect()
+async fn sample_all(watch: Watch<'_>) -> Result<Readings, String> {
+    let processes = watch.pids.iter().map(|&pid| procfs::sample(pid).map_err(|e| format!("/proc/{pid}: {e}")));
+    let processes = processes.collect::<Result<_, _>>()?;
+    let redis = match watch.redis {
+        Some(redis) => Some(redis.read().await?),
+        None => None,
+    };
+    Ok(Readings { processes, redis })
+}
+
+fn usage(before: Readings, after: Readings) -> (Vec<Usage>, Option<RedisUsage>) {
+    let processes = before
+        .processes
+        .into_iter()
+        .zip(after.processes)
+        .map(|(b, a)| Usage { ticks: a.ticks.saturating_sub(b.ticks), end: a })
+        .collect();
+    let redis = before.redis.zip(after.redis).map(|(b, a)| RedisUsage::between(&b, &a));
+    (processes, redis)
 }
 
 async fn join_all(workers: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, String> {
@@ -304,7 +353,12 @@ const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
 /// `connections` connections, each sending its next request when its answer is read.
-pub async fn closed_loop(target: &Target, connections: usize, plan: Plan, watch: &[u32]) -> Result<LoadResult, String> {
+pub async fn closed_loop(
+    target: &Target,
+    connections: usize,
+    plan: Plan,
+    watch: Watch<'_>,
+) -> Result<LoadResult, String> {
     let conns = open_all(target.addr, connections).await?;
     let (first, end) = match &plan {
         Plan::Timed { .. } => (0, u64::MAX),
@@ -322,23 +376,23 @@ pub async fn closed_loop(target: &Target, connections: usize, plan: Plan, watch:
         Plan::Timed { warmup, measure } => {
             let workers = spawn_workers(conns);
             tokio::time::sleep(warmup).await;
-            let before = sample_all(watch)?;
+            let before = sample_all(watch).await?;
             let start = Instant::now();
             phase.store(MEASURE, Ordering::SeqCst);
             tokio::time::sleep(measure).await;
             phase.store(STOP, Ordering::SeqCst);
             let elapsed = start.elapsed();
-            let after = sample_all(watch)?;
+            let after = sample_all(watch).await?;
             let tally = join_all(workers).await?;
             Ok(tally.into_result(elapsed, usage(before, after), false))
         }
         Plan::Numbers(_) => {
             phase.store(MEASURE, Ordering::SeqCst);
-            let before = sample_all(watch)?;
+            let before = sample_all(watch).await?;
             let start = Instant::now();
             let tally = join_all(spawn_workers(conns)).await?;
             let elapsed = start.elapsed();
-            let after = sample_all(watch)?;
+            let after = sample_all(watch).await?;
             Ok(tally.into_result(elapsed, usage(before, after), false))
         }
     }
@@ -349,7 +403,7 @@ pub async fn closed_loop(target: &Target, connections: usize, plan: Plan, watch:
 /// so that all of them see the same conditions of the machine. Returns one
 /// result per target, over all its rounds.
 pub async fn closed_loop_alternating(
-    targets: &[(&Target, &[u32])],
+    targets: &[(&Target, Watch<'_>)],
     connections: usize,
     warmup: Duration,
     measure: Duration,
@@ -361,7 +415,7 @@ pub async fn closed_loop_alternating(
         let warmup = if round == 0 { warmup } else { warmup.min(Duration::from_millis(250)) };
         for ((target, watch), result) in targets.iter().zip(&mut results) {
             let plan = Plan::Timed { warmup, measure: measure / rounds };
-            result.absorb(closed_loop(target, connections, plan, watch).await?);
+            result.absorb(closed_loop(target, connections, plan, *watch).await?);
         }
     }
     Ok(results)
@@ -411,7 +465,12 @@ struct Job {
 
 /// Requests at `rate.per_second`, spread over `connections` connections (a free
 /// one takes the next due request); latency from each request's scheduled time.
-pub async fn open_loop(target: &Target, connections: usize, rate: &Rate, watch: &[u32]) -> Result<LoadResult, String> {
+pub async fn open_loop(
+    target: &Target,
+    connections: usize,
+    rate: &Rate,
+    watch: Watch<'_>,
+) -> Result<LoadResult, String> {
     let conns = open_all(target.addr, connections).await?;
     let per_second = rate.per_second.max(1.0);
     let period = Duration::from_secs_f64(1.0 / per_second);
@@ -440,11 +499,11 @@ pub async fn open_loop(target: &Target, connections: usize, rate: &Rate, watch: 
         conns.into_iter().map(|conn| tokio::spawn(open_worker(conn, target.clone(), Arc::clone(&queue)))).collect();
 
     tokio::time::sleep_until(measured_from.into()).await;
-    let before = sample_all(watch)?;
+    let before = sample_all(watch).await?;
     let measuring = Instant::now();
     let tally = join_all(workers).await?;
     let elapsed = measuring.elapsed();
-    let after = sample_all(watch)?;
+    let after = sample_all(watch).await?;
     scheduler.join().map_err(|_| "the scheduler thread panicked".to_owned())?;
     Ok(tally.into_result(elapsed, usage(before, after), true))
 }
@@ -454,8 +513,8 @@ pub async fn open_loop(target: &Target, connections: usize, rate: &Rate, watch: 
 /// see the same conditions of the machine; segment `k` of both asks for the same
 /// request numbers. Returns the two scenarios' results, each over all its segments.
 pub async fn open_loop_alternating(
-    first: (&Target, &[u32]),
-    second: (&Target, &[u32]),
+    first: (&Target, Watch<'_>),
+    second: (&Target, Watch<'_>),
     connections: usize,
     rate: &Rate,
     rounds: u32,

@@ -6,14 +6,17 @@
 //! CommBox simulator and the real gateway — by re-executing this binary in a
 //! server mode, drives load
 //! at them from this process, reads their CPU time and memory from `/proc`, and
-//! prints one row per scenario, then the comparisons and the targets. See
-//! `bench/README.md` for what each number means.
+//! prints one row per scenario, then the comparisons and the targets. With
+//! `--redis-url` the gateway stores in that Redis, and the Redis server's
+//! commands and CPU per request are reported too. See `bench/README.md` for
+//! what each number means.
 
 mod driver;
 mod load;
 mod num;
 mod process;
 mod procfs;
+mod redis_server;
 mod servers;
 mod waiting;
 
@@ -135,6 +138,10 @@ struct RunArgs {
     /// Exit with status 1 if a target is missed or a scenario got unexpected answers.
     #[arg(long)]
     strict: bool,
+    /// Configure the gateway with this Redis as its store (its keys under `sgbench-<pid>-<random>:`,
+    /// deleted at the end) and report the Redis server's commands and CPU per request.
+    #[arg(long, env = "SG_BENCH_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 impl RunArgs {
@@ -167,6 +174,7 @@ impl RunArgs {
             closed_rounds: self.closed_rounds.unwrap_or(if self.quick { 1 } else { 4 }).max(1),
             waiters: self.waiters.unwrap_or(if self.quick { 1_000 } else { 2_000 }).max(1),
             strict: self.strict,
+            redis_url: self.redis_url.clone().filter(|url| !url.is_empty()),
         })
     }
 }
