@@ -2,28 +2,35 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ConfigError, join};
+use crate::schema::{exactly_one_of, not_both, required};
 use crate::{EnvLookup, Secret, resolve_secret};
 
-/// All API keys, keyed by caller name.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// The callers' API keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(transform = required("keys"))]
 pub struct AuthConfig {
     /// Caller name → key. The name appears in logs and metrics, never the key.
+    /// At least one key is required.
+    #[schemars(extend("minProperties" = 1))]
     pub keys: BTreeMap<String, KeyConfig>,
 }
 
 /// A rate limit (GCRA): a steady rate plus a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained requests per second (may be fractional: `0.5` is one every 2 s).
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub per_second: f64,
     /// Requests allowed at once above the sustained rate.
     #[serde(default = "default_burst")]
+    #[schemars(range(min = 1))]
     pub burst: u32,
 }
 
@@ -42,29 +49,41 @@ impl RateLimit {
     }
 }
 
-/// One caller's key.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// One caller's API key, sent as `Authorization: Bearer <key>` (or
+/// `?access_token=<key>`), given in exactly one of three forms; its rate limit,
+/// the providers it may use and the secret that signs its webhooks.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    transform = exactly_one_of("key_sha256, key_env, key"),
+    transform = not_both("webhook_secret_env", "webhook_secret")
+)]
 pub struct KeyConfig {
-    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`): the key itself
+    /// never reaches the gateway's configuration.
     #[serde(default)]
+    #[schemars(pattern(r"^\s*[0-9a-fA-F]{64}\s*$"))]
     pub key_sha256: Option<String>,
-    /// Name of an environment variable holding the key itself.
+    /// Name of an environment variable holding the key itself (hashed at start).
     #[serde(default)]
     pub key_env: Option<String>,
-    /// The key inline. For local use only.
+    /// The key inline (instead of `key_sha256` or `key_env`). For local use only.
     #[serde(default)]
     pub key: Option<Secret<String>>,
-    /// Per-key rate limit. Default: 50/s, burst 100.
+    /// Per-key rate limit on every authenticated route; over it, 429 with
+    /// `Retry-After`. With the Redis store it holds for the whole fleet.
     #[serde(default = "default_key_rate_limit")]
     pub rate_limit: RateLimit,
-    /// Providers this key may use. Omit: all providers.
+    /// Names of the providers this key may use (others: 403). Omit: all providers.
     #[serde(default)]
     pub providers: Option<Vec<String>>,
-    /// Name of an environment variable holding this caller's webhook secret (`whsec_...`).
+    /// Name of an environment variable holding this caller's webhook secret:
+    /// `whsec_` and the base64 of 24 to 64 random bytes
+    /// (`whsec_$(openssl rand -base64 32)`). It signs the webhooks sent to the
+    /// caller's `callback_url`; without it the caller cannot give one (422).
     #[serde(default)]
     pub webhook_secret_env: Option<String>,
-    /// The webhook secret inline. For local use only.
+    /// The webhook secret inline (instead of `webhook_secret_env`). For local use only.
     #[serde(default)]
     pub webhook_secret: Option<Secret<String>>,
     /// SHA-256 of the key, resolved from whichever of the three forms was given.

@@ -11,17 +11,28 @@
 //! (`providers.pbx-hq.bse_url: unknown field`), which is what
 //! `summary-gateway check-config` prints.
 //!
+//! Every key, with its type, default and meaning, is in the configuration reference
+//! [`docs/configuration.md`](../docs/configuration.md). It is generated from these
+//! types — their `///` comments and their `Default`s — by [`reference_markdown`], next
+//! to the JSON Schema [`json_schema`] (`docs/config.schema.json`, for editors), and
+//! the tests keep both in step with the code: after changing a config type, run
+//! `UPDATE_CONFIG_DOCS=1 cargo test -p gateway-config` and commit the result.
+//!
 //! Layout:
-//! - [`server`], [`store`], [`webhooks`], [`auth`], [`providers`]: one module per YAML section.
+//! - [`server`], [`store`], [`webhooks`], [`telemetry`], [`auth`], [`providers`]: one module per YAML section.
 //! - [`secret`]: the `Secret<T>` wrapper.
+//! - `schema`, `reference`: the JSON Schema of the file and the Markdown reference rendered from it.
 //! - [`error`]: `ConfigError` (path + message) and `ConfigErrors`.
 
 pub mod auth;
 pub mod error;
 pub mod providers;
+mod reference;
+mod schema;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -40,9 +51,12 @@ pub use crate::providers::{
     COMMBOX_RETENTION, CommBoxConfig, CommonConfig, ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant,
     ProviderConfig, VendorConfig, YeastarConfig,
 };
+pub use crate::reference::reference_markdown;
+pub use crate::schema::json_schema;
 pub use crate::secret::Secret;
 pub use crate::server::ServerConfig;
 pub use crate::store::StoreConfig;
+pub use crate::telemetry::TelemetryConfig;
 pub use crate::webhooks::WebhooksConfig;
 
 /// Prefix of environment overrides: `SUMMARY_GATEWAY__STORE__SUMMARY_TTL=1h`.
@@ -57,12 +71,13 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub webhooks: WebhooksConfig,
+    pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
     /// Provider name → provider.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
-const SECTIONS: &[&str] = &["server", "store", "webhooks", "auth", "providers"];
+const SECTIONS: &[&str] = &["server", "store", "webhooks", "telemetry", "auth", "providers"];
 
 impl Config {
     /// Loads a YAML file, applies `SUMMARY_GATEWAY__...` overrides from the
@@ -119,6 +134,7 @@ impl Config {
             server: section(&mut root, "server", &mut errors),
             store: section(&mut root, "store", &mut errors),
             webhooks: section(&mut root, "webhooks", &mut errors),
+            telemetry: section(&mut root, "telemetry", &mut errors),
             ..Self::default()
         };
 
@@ -191,6 +207,7 @@ impl Config {
         }
         self.webhooks.validate(errors);
         self.store.validate(errors);
+        self.telemetry.validate(errors);
         let mut seen: BTreeMap<[u8; 32], &str> = BTreeMap::new();
         for (name, key) in &self.auth.keys {
             if key.sha256 == [0; 32] {

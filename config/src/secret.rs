@@ -4,8 +4,10 @@
 //! or an error message can never leak a key, a vendor token or a client secret
 //! by accident. Reading the value is explicit: [`Secret::expose`].
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret value (API key, vendor token, client secret, webhook secret).
@@ -45,6 +47,23 @@ impl<T> Serialize for Secret<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         T::deserialize(deserializer).map(Self)
+    }
+}
+
+/// The schema of the value itself, marked `writeOnly`: it goes in, never out.
+impl<T: JsonSchema> JsonSchema for Secret<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Secret_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = generator.subschema_for::<T>();
+        schema.insert("writeOnly".to_owned(), true.into());
+        schema
     }
 }
 

@@ -3,24 +3,43 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// The HTTP server.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+use crate::schema::{Humantime, SocketAddress};
+
+/// The HTTP server: where it listens, how large and how long a request may be,
+/// and how it stops.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// IP address and port to listen on: `0.0.0.0:8080` for every interface (in a
+    /// container), `127.0.0.1:8080` for this host only.
+    #[schemars(with = "SocketAddress")]
     pub listen: SocketAddr,
-    /// Public base URL of the gateway as vendors reach it; enables vendor callbacks.
+    /// Public base URL of the gateway as vendors reach it, e.g.
+    /// `https://summaries.example.com`. It enables vendor callbacks (CommBox's
+    /// `callback_token`); without it the gateway only polls.
     pub public_url: Option<Url>,
-    /// Largest request body accepted; larger bodies get 413 `payload_too_large`.
+    /// Largest request body accepted, in bytes; larger bodies get 413 `payload_too_large`.
     pub max_body_bytes: usize,
-    /// Upper bound on the time one request may take, long-polls included; past it, 504.
+    /// Upper bound on the time one request may take, long-polls (`?wait=`, at most
+    /// 60 s) included; past it, 504.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub request_timeout: Duration,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+    /// After SIGTERM/SIGINT, how long the gateway keeps accepting new requests
+    /// while `/readyz` answers 503, so that load balancers (a Kubernetes
+    /// Service's endpoints, an ingress) stop sending it traffic before it stops
+    /// listening. `0s` outside an orchestrator; `deploy/` sets `5s`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
+    pub shutdown_delay: Duration,
+    /// Then, after it stops accepting, how long in-flight requests and
+    /// background work may take to finish before exit.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub drain_timeout: Duration,
 }
 
@@ -31,6 +50,7 @@ impl Default for ServerConfig {
             public_url: None,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(75),
+            shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
         }
     }

@@ -2,28 +2,37 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
 use crate::error::ConfigError;
+use crate::schema::Humantime;
 
-/// The summary store. Without `redis_url` the gateway keeps everything in memory
-/// (one replica only).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Where summaries, pending jobs, webhook deliveries and question ledgers are kept.
+/// Without `redis_url`: in memory, for one replica only (a restart loses them).
+/// With it: one Redis shared by every replica.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redis://host:6379/0`: a store shared by all replicas. Omit for the embedded store.
+    /// `redis://[:password@]host:6379/0` (or `redis+unix://`, `unix://`): a store
+    /// shared by every replica. Omit for the embedded in-memory store. As it may hold
+    /// a password, it is best given by `SUMMARY_GATEWAY__STORE__REDIS_URL`.
     pub redis_url: Option<Secret<String>>,
     /// How long completed results are served from the store.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub summary_ttl: Duration,
-    /// How long failed results are served from the store.
+    /// How long failed results are served from the store; the next request after
+    /// that calls the vendor again.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub failure_ttl: Duration,
     /// How long the questions asked about a conversation (and their answers) are
     /// kept. A question asked again within it is answered from the store without
     /// spending the vendor's per-interaction allowance.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub question_ttl: Duration,
     /// Redis only: every key starts `<key_prefix>:` and the pub/sub channel is
     /// `<key_prefix>:events`, so several gateways (or tests) can share one Redis.
@@ -31,14 +40,16 @@ pub struct StoreConfig {
     /// Redis only: how long a replica holds a pending job's lease without
     /// renewing it. A replica that dies loses its jobs to another after this.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub job_lease: Duration,
     /// Redis only: the longest any store command may take. Past it the store
     /// counts as down for a moment (cache bypassed, local rate limits, jobs
     /// refused with 503) instead of slowing every request.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub timeout: Duration,
     /// Embedded store only: the summaries kept take at most about this many bytes
-    /// of memory (least recently used go first).
+    /// of memory (least recently used go first; the default is 32 MiB).
     pub max_bytes: u64,
 }
 

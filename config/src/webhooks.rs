@@ -2,12 +2,16 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, join};
+use crate::schema::Humantime;
 
-/// Outgoing webhooks.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Outgoing webhooks: deliveries to the `callback_url` a caller gave, signed with
+/// its key's `webhook_secret` (Standard Webhooks), retried until they succeed or
+/// `give_up_after`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Accept callback URLs that resolve to loopback, private, link-local or
@@ -15,17 +19,21 @@ pub struct WebhooksConfig {
     pub allow_private_networks: bool,
     /// Deadline of one delivery attempt (connect + answer).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub timeout: Duration,
-    /// Wait before the first retry; each further retry waits twice as long (with jitter).
+    /// Wait before the first retry; each further retry waits twice as long (±20 % jitter).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub retry_initial: Duration,
     /// Longest wait between two attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub retry_max: Duration,
     /// Give a delivery up (logged as an error) when it still fails this long after the summary became final.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub give_up_after: Duration,
-    /// At most this many deliveries in flight at once.
+    /// At most this many deliveries in flight at once (per replica).
     pub max_concurrency: usize,
 }
 

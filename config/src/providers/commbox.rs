@@ -2,26 +2,35 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ConfigError, join};
+use crate::schema::{Humantime, exactly_one_of, not_both, required};
 use crate::{EnvLookup, Secret, resolve_secret};
 
 /// CommBox keeps results and action ids for 12 hours: no job outlives that.
 pub const VENDOR_RETENTION: Duration = Duration::from_secs(12 * 3600);
 
-/// A CommBox account.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A CommBox account: AI Conversation Summary of a conversation's text,
+/// asynchronous. A request answers 202 while the gateway polls CommBox (or
+/// CommBox calls back); the result comes by `GET`, long-poll or webhook.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    transform = required("base_url"),
+    transform = exactly_one_of("token_env, token"),
+    transform = not_both("callback_token_env", "callback_token")
+)]
 pub struct CommBoxConfig {
-    /// `https://api.commbox.io`; the adapter adds `/ai-services/...`. Required.
+    /// The API, `https://api.commbox.io`; the adapter adds `/ai-services/...`.
     #[serde(default)]
     pub base_url: Option<Url>,
-    /// Environment variable holding the API key (sent as `Authorization: Bearer`).
+    /// Name of an environment variable holding the API key (sent as `Authorization: Bearer`).
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The API key inline. For local use only.
+    /// The API key inline (instead of `token_env`). For local use only.
     #[serde(default)]
     pub token: Option<Secret<String>>,
     /// BCP 47 tag used when a request gives no `language`.
@@ -30,19 +39,24 @@ pub struct CommBoxConfig {
     /// Mean time between two polls of a pending job; each wait is drawn from
     /// [2/3, 5/3] of it (2–5 s for the default 3 s). CommBox advises 2–5 s.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub poll_interval: Duration,
     /// Longest wait between polls while the vendor keeps failing (exponential backoff up to it).
     #[serde(default = "default_poll_backoff_max", with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub poll_backoff_max: Duration,
     /// A job still pending this long after submission fails with `provider_timeout`.
     /// At most 12 h, CommBox's own retention.
     #[serde(default = "default_job_timeout", with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub job_timeout: Duration,
-    /// Environment variable holding the secret path segment of vendor callbacks:
-    /// with `server.public_url`, CommBox is told to call `/callbacks/<provider>/<token>`.
+    /// Name of an environment variable holding the secret path segment of vendor
+    /// callbacks: with `server.public_url`, CommBox is told to call
+    /// `/callbacks/<provider>/<token>`. At least 24 characters of A-Z, a-z, 0-9, `-`
+    /// and `_` (`openssl rand -hex 24`). Omit: polling only.
     #[serde(default)]
     pub callback_token_env: Option<String>,
-    /// The callback token inline. For local use only.
+    /// The callback token inline (instead of `callback_token_env`). For local use only.
     #[serde(default)]
     pub callback_token: Option<Secret<String>>,
     /// Resolved API key.

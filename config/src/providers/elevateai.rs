@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ConfigError, join};
+use crate::schema::{Humantime, exactly_one_of, required};
 use crate::{EnvLookup, Secret, resolve_secret};
 
 /// ElevateAI refuses more than this many concurrent gen-AI requests per account:
@@ -13,7 +15,7 @@ use crate::{EnvLookup, Secret, resolve_secret};
 pub const ACCOUNT_CONCURRENCY: usize = 10;
 
 /// Which family of gen-AI routes the account has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ElevateAiVariant {
     /// `/gen-ai/cx/*`: every kind, coaching and composition included.
@@ -23,25 +25,29 @@ pub enum ElevateAiVariant {
     Standard,
 }
 
-/// An ElevateAI account.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An ElevateAI (NICE) account: the generative-AI results of an interaction
+/// (six kinds with `cx`), synchronous, and questions about it (`POST /v1/questions`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = required("base_url"), transform = exactly_one_of("token_env, token"))]
 pub struct ElevateAiConfig {
-    /// The host, `https://api.elevateai.com`; the adapter adds `/v1/interactions/...`. Required.
+    /// The host, `https://api.elevateai.com`; the adapter adds `/v1/interactions/...`.
     #[serde(default)]
     pub base_url: Option<Url>,
-    /// Environment variable holding the API token (sent as `X-API-Token`).
+    /// Name of an environment variable holding the API token (sent as `X-API-Token`).
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The API token inline. For local use only.
+    /// The API token inline (instead of `token_env`). For local use only.
     #[serde(default)]
     pub token: Option<Secret<String>>,
-    /// `cx` (default) or `standard`.
+    /// Which gen-AI routes the account has: `cx` (every kind) or `standard` (no
+    /// `coaching`, no `composition`).
     #[serde(default)]
     pub variant: ElevateAiVariant,
     /// `Retry-After` given to callers when the vendor is still processing an
     /// interaction (409 `conversation_not_ready`) and says nothing itself.
     #[serde(default = "default_not_ready_retry", with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub not_ready_retry_after: Duration,
     /// Resolved API token.
     #[serde(skip)]

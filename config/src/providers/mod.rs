@@ -8,9 +8,12 @@ mod commbox;
 mod elevateai;
 mod yeastar;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -20,6 +23,7 @@ pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
 use crate::error::{ConfigError, deserialize_all, join};
+use crate::schema::{Humantime, properties};
 
 /// One configured provider.
 #[derive(Debug, Clone, Serialize)]
@@ -34,24 +38,27 @@ pub struct ProviderConfig {
     pub vendor: VendorConfig,
 }
 
-/// Fields every provider takes, whatever its type.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Keys every provider takes, whatever its `type`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommonConfig {
-    /// Deadline of one call to the vendor (connect + answer).
+    /// Deadline of one call to the vendor (connect + answer); past it the caller gets 504.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub timeout: Duration,
     /// At most this many calls in flight to the vendor; others wait up to `queue_timeout`.
     pub max_concurrency: usize,
     /// How long a call may wait for a free slot before 503 `overloaded`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub queue_timeout: Duration,
-    /// Outbound rate limit, to respect the vendor's.
+    /// Outbound rate limit, to stay within the vendor's own. Omit: none.
     pub rate_limit: Option<RateLimit>,
-    /// Overrides of the built-in response mapping: `<kind>.<canonical field>: <JSONPath>`
-    /// into the vendor's answer (e.g. `topics: { items: "$.topics[*]" }`). Which kinds
-    /// and fields a vendor has is checked, and every expression compiled, when the
-    /// provider is built (`check-config` does it too).
+    /// Overrides of the built-in response mapping: `<kind>: { <canonical field>: <JSONPath> }`
+    /// into the vendor's answer (e.g. `topics: { items: "$.topics[*]" }`); what is not
+    /// overridden keeps the built-in default. Which kinds and fields a vendor has is
+    /// checked, and every expression compiled, when the provider is built (`check-config`
+    /// does it too).
     pub mappings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -67,7 +74,20 @@ impl Default for CommonConfig {
     }
 }
 
-const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings"];
+pub(crate) const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings"];
+
+/// Common keys whose default a vendor type changes: `(key, default, why)`.
+/// [`parse_provider`] applies them and the schema (so the reference) shows them.
+pub(crate) fn vendor_common_defaults(type_name: &str) -> Vec<(&'static str, Value, &'static str)> {
+    match type_name {
+        "elevateai" => vec![(
+            "max_concurrency",
+            Value::from(elevateai::ACCOUNT_CONCURRENCY),
+            "ElevateAI refuses more concurrent requests per account",
+        )],
+        _ => Vec::new(),
+    }
+}
 
 /// The vendor-specific part, chosen by `type`.
 #[derive(Debug, Clone, Serialize)]
@@ -136,9 +156,9 @@ pub(crate) fn parse_provider(
             common_fields.insert((*field).to_owned(), v);
         }
     }
-    // ElevateAI refuses more concurrent requests than the account allows: default to its limit.
-    if type_name == "elevateai" && !common_fields.contains_key("max_concurrency") {
-        common_fields.insert("max_concurrency".to_owned(), Value::from(elevateai::ACCOUNT_CONCURRENCY));
+    // A vendor may change a common default (ElevateAI: its account's concurrency limit).
+    for (field, default, _) in vendor_common_defaults(&type_name) {
+        common_fields.entry(field).or_insert(default);
     }
     let common = deserialize_all::<CommonConfig>(&path, Value::Object(common_fields), errors)
         .inspect(|common| common.validate(&path, errors));
@@ -164,6 +184,130 @@ pub(crate) fn parse_provider(
         }
     };
     Some(ProviderConfig { name: name.to_owned(), common: common?, vendor: vendor? })
+}
+
+/// A vendor config type, for the schema of `providers.<name>` with its `type`.
+trait Vendor: JsonSchema {
+    /// The `type` in YAML.
+    const TYPE: &'static str;
+    /// The name of its provider schema in `$defs`.
+    const DEF: &'static str;
+}
+
+impl Vendor for CommBoxConfig {
+    const TYPE: &'static str = "commbox";
+    const DEF: &'static str = "CommBoxProvider";
+}
+
+impl Vendor for ElevateAiConfig {
+    const TYPE: &'static str = "elevateai";
+    const DEF: &'static str = "ElevateAiProvider";
+}
+
+impl Vendor for YeastarConfig {
+    const TYPE: &'static str = "yeastar";
+    const DEF: &'static str = "YeastarProvider";
+}
+
+/// The `$defs` name of the provider schema of each type, in [`SUPPORTED_TYPES`] order.
+pub(crate) const TYPE_DEFS: &[(&str, &str)] = &[
+    (CommBoxConfig::TYPE, CommBoxConfig::DEF),
+    (ElevateAiConfig::TYPE, ElevateAiConfig::DEF),
+    (YeastarConfig::TYPE, YeastarConfig::DEF),
+];
+
+/// `providers.<name>` as written for one `type`: the common keys and the vendor's,
+/// in one map that denies any other key (what [`parse_provider`] accepts).
+struct ProviderOfType<V>(PhantomData<V>);
+
+impl<V: Vendor> JsonSchema for ProviderOfType<V> {
+    fn schema_name() -> Cow<'static, str> {
+        V::DEF.into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        format!("{}::{}", module_path!(), V::DEF).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let common = CommonConfig::json_schema(generator).to_value();
+        let vendor = V::json_schema(generator).to_value();
+        let mut props = Map::new();
+        props.insert(
+            "type".to_owned(),
+            serde_json::json!({ "const": V::TYPE, "description": format!("`{}`: this vendor.", V::TYPE) }),
+        );
+        props.extend(properties(&vendor));
+        let overrides = vendor_common_defaults(V::TYPE);
+        for (key, mut schema) in properties(&common) {
+            if let Some((_, default, why)) = overrides.iter().find(|(k, ..)| *k == key) {
+                let text = schema.get("description").and_then(Value::as_str).unwrap_or_default();
+                let text = format!("{text} For `{}` it defaults to {default}: {why}.", V::TYPE);
+                schema["description"] = Value::from(text);
+                schema["default"] = default.clone();
+            }
+            props.insert(key, schema);
+        }
+        let mut required = vec![Value::from("type")];
+        required.extend(vendor.get("required").and_then(Value::as_array).cloned().unwrap_or_default());
+        let mut schema = json_schema!({
+            "title": format!("providers.<name> with type: {}", V::TYPE),
+            "type": "object",
+            "properties": props,
+            "required": required,
+            "additionalProperties": false,
+        });
+        for key in ["description", "allOf"] {
+            if let Some(value) = vendor.get(key) {
+                schema.insert(key.to_owned(), value.clone());
+            }
+        }
+        schema
+    }
+}
+
+impl JsonSchema for ProviderConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "ProviderConfig".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::ProviderConfig").into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        // Also in `$defs` on its own: the keys every type takes.
+        generator.subschema_for::<CommonConfig>();
+        let variants = [
+            (CommBoxConfig::TYPE, generator.subschema_for::<ProviderOfType<CommBoxConfig>>()),
+            (ElevateAiConfig::TYPE, generator.subschema_for::<ProviderOfType<ElevateAiConfig>>()),
+            (YeastarConfig::TYPE, generator.subschema_for::<ProviderOfType<YeastarConfig>>()),
+        ];
+        let all_of: Vec<Value> = variants
+            .into_iter()
+            .map(|(type_name, schema)| {
+                serde_json::json!({
+                    "if": { "properties": { "type": { "const": type_name } }, "required": ["type"] },
+                    "then": schema,
+                })
+            })
+            .collect();
+        json_schema!({
+            "description": "One provider: a vendor account behind the gateway. Its `type` decides which keys \
+                            it takes besides the common ones.",
+            "type": "object",
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "enum": SUPPORTED_TYPES,
+                    "description": "The vendor. It decides which keys the provider takes besides these common \
+                                    ones: see the section of each type.",
+                },
+            },
+            "required": ["type"],
+            "allOf": all_of,
+        })
+    }
 }
 
 impl CommonConfig {

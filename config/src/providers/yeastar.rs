@@ -2,36 +2,47 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::ConfigError;
+use crate::schema::{Humantime, exactly_one_of, required};
 use crate::{EnvLookup, Secret, resolve_secret};
 
-/// A Yeastar P-Series PBX.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A Yeastar P-Series PBX: the AI summary of a call recording
+/// (`cdr/getaisummary`), synchronous. The gateway logs in with the PBX's OpenAPI
+/// credentials and keeps the access token fresh.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    transform = required("base_url"),
+    transform = exactly_one_of("client_id_env, client_id"),
+    transform = exactly_one_of("client_secret_env, client_secret")
+)]
 pub struct YeastarConfig {
-    /// `https://pbx.example.com:8088`; the adapter adds `/openapi/...`. Required.
+    /// The PBX, `https://pbx.example.com:8088`; the adapter adds `/openapi/...`.
     #[serde(default)]
     pub base_url: Option<Url>,
-    /// Environment variable holding the OpenAPI Client ID.
+    /// Name of an environment variable holding the OpenAPI Client ID.
     #[serde(default)]
     pub client_id_env: Option<String>,
-    /// The Client ID inline. For local use only.
+    /// The Client ID inline (instead of `client_id_env`). For local use only.
     #[serde(default)]
     pub client_id: Option<Secret<String>>,
-    /// Environment variable holding the OpenAPI Client Secret.
+    /// Name of an environment variable holding the OpenAPI Client Secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
-    /// The Client Secret inline. For local use only.
+    /// The Client Secret inline (instead of `client_secret_env`). For local use only.
     #[serde(default)]
     pub client_secret: Option<Secret<String>>,
     /// `User-Agent` sent with every request; Yeastar refuses requests without one.
     #[serde(default = "default_user_agent")]
+    #[schemars(length(min = 1))]
     pub user_agent: String,
-    /// Renew the access token this long before it expires.
+    /// Renew the access token (valid 30 minutes) this long before it expires.
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
     pub token_refresh_margin: Duration,
     /// Resolved Client ID.
     #[serde(skip)]
