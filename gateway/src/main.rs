@@ -1,6 +1,7 @@
 //! The `summary-gateway` binary: serve, check a configuration, run the demo, or
 //! run a vendor simulator as a process.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,22 +80,41 @@ enum Simulator {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        // The configuration comes first: its `telemetry:` section decides whether
+        // spans are exported, and the subscriber is installed once. Its problems
+        // go to stderr, logging or not.
+        Command::Serve => match load(cli.config) {
+            Ok(config) => {
+                let telemetry = telemetry::init_with(&config.telemetry);
+                let code = block_on(serve_config(config, None));
+                // After the last request and the runtime: export the spans still buffered.
+                telemetry.shutdown();
+                code
+            }
+            Err(code) => code,
+        },
+        Command::CheckConfig { print } => with_logs(async move { check_config(cli.config, print) }),
+        Command::Demo { listen } => with_logs(run_demo(listen)),
+        Command::Simulate { vendor } => with_logs(simulate(vendor)),
+    }
+}
+
+/// Runs `work` with logs (no span export) on a new runtime.
+fn with_logs(work: impl Future<Output = ExitCode>) -> ExitCode {
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
+    block_on(work)
+}
+
+/// Runs `work` to completion on a new multi-threaded runtime, dropped before returning.
+fn block_on(work: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
         Err(e) => {
             eprintln!("summary-gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(cli.config).await,
-            Command::CheckConfig { print } => check_config(cli.config, print),
-            Command::Demo { listen } => run_demo(listen).await,
-            Command::Simulate { vendor } => simulate(vendor).await,
-        }
-    })
+    }
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
@@ -136,14 +156,6 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
         }
         Err(code) => code,
     }
-}
-
-async fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    serve_config(config, None).await
 }
 
 async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) -> ExitCode {

@@ -1,6 +1,8 @@
 //! One piece of work per key at a time in this process: the first caller
 //! starts it in its own task, later callers with the same key join it, and a
-//! caller that goes away does not cancel it for the others.
+//! caller that goes away does not cancel it for the others. The work runs in
+//! the span of the request that started it (its vendor calls are that
+//! request's children in logs and traces).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -38,11 +41,14 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                 let work = work();
                 let map = Arc::clone(&self.inflight);
                 let owned_key = key.to_owned();
-                let task = tokio::spawn(async move {
-                    let result = work.await;
-                    map.lock().unwrap_or_else(PoisonError::into_inner).remove(&owned_key);
-                    result
-                });
+                let task = tokio::spawn(
+                    async move {
+                        let result = work.await;
+                        map.lock().unwrap_or_else(PoisonError::into_inner).remove(&owned_key);
+                        result
+                    }
+                    .in_current_span(),
+                );
                 let flight = async move {
                     task.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("in-flight task failed: {e}"))))
                 }

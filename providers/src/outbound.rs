@@ -10,8 +10,16 @@
 //! The local semaphore is taken first, then the fleet's slot; a slot is freed
 //! when the [`Slot`] is dropped, or when its ttl passes if its holder died. If
 //! the shared store fails, the local semaphore alone decides (with a warning).
+//!
+//! When the gateway exports spans ([`enable_trace_context`], set once at start),
+//! each exchange gets a `vendor_http` client span (method, host, port, status:
+//! never the URL, whose query may hold a token) and carries its W3C trace
+//! context (`traceparent`, `tracestate`) to the vendor. Otherwise [`Outbound::send`]
+//! adds nothing to the request.
 
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +28,8 @@ use gateway_config::{CommonConfig, RateLimit};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::{ProviderError, VendorDetail};
 use crate::shared::{SharedError, SharedState};
@@ -152,8 +162,35 @@ impl Outbound {
 
     /// Sends a request and reads the whole answer within the provider's deadline.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
+        if !trace_context_enabled() {
+            return self.exchange(request.send()).await;
+        }
+        let (client, request) = request.build_split();
+        let mut request = request.map_err(|e| self.transport_error(&e))?;
+        let span = client_span(&request);
+        inject_trace_context(&span, request.headers_mut());
+        let answer = self.exchange(client.execute(request)).instrument(span.clone()).await;
+        match &answer {
+            Ok(answer) => {
+                span.record("http.response.status_code", answer.status);
+                if answer.status >= 400 {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        answer
+    }
+
+    /// Awaits the response and reads its body, within the provider's deadline.
+    async fn exchange(
+        &self,
+        sent: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    ) -> Result<Answer, ProviderError> {
         let exchange = async {
-            let mut response = request.send().await.map_err(|e| self.transport_error(&e))?;
+            let mut response = sent.await.map_err(|e| self.transport_error(&e))?;
             let status = response.status().as_u16();
             let headers = std::mem::take(response.headers_mut());
             let mut body = BytesMut::new();
@@ -235,6 +272,58 @@ impl Drop for FleetSlot {
                 fleet.warn(&e, "a slot stays taken until its ttl passes");
             }
         });
+    }
+}
+
+/// Whether spans are exported, so trace context goes to vendors: set once at
+/// start by the gateway's telemetry, read (one relaxed load) on every exchange
+/// and request.
+static TRACE_CONTEXT: AtomicBool = AtomicBool::new(false);
+
+/// Turns on `vendor_http` spans and `traceparent` on every vendor request.
+/// Call it once the global OpenTelemetry propagator and layer are installed.
+pub fn enable_trace_context() {
+    TRACE_CONTEXT.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`enable_trace_context`] was called.
+pub fn trace_context_enabled() -> bool {
+    TRACE_CONTEXT.load(Ordering::Relaxed)
+}
+
+/// The client span of one exchange. The host and port only: the path and query
+/// may carry identifiers and tokens.
+fn client_span(request: &reqwest::Request) -> Span {
+    let url = request.url();
+    tracing::info_span!(
+        "vendor_http",
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Writes `span`'s trace context into `headers` with the global propagator
+/// (W3C: `traceparent`, and `tracestate` if the trace has one).
+fn inject_trace_context(span: &Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
+        {
+            self.0.insert(name, value);
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! Run it in-process ([`YeastarSimulator::start`]) or as a process
 //! (`summary-gateway simulate yeastar --listen 127.0.0.1:9001`).
 //!
-//! Test hooks (not part of Yeastar's API): `GET /_sim/stats`,
+//! Test hooks (not part of Yeastar's API): `GET /_sim/stats` (with the last
+//! W3C `traceparent` received, to check trace propagation),
 //! `POST /_sim/clock {"advance_secs"}`, `POST /_sim/latency {"millis"}`,
 //! `POST /_sim/records` (a [`SimRecord`]).
 //!
@@ -110,6 +111,9 @@ pub struct SimStats {
     pub expired_token_answers: u64,
     /// Requests refused for a missing `User-Agent`.
     pub missing_user_agent: u64,
+    /// The `traceparent` header of the last request that had one.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }
 
 struct Tokens {
@@ -202,6 +206,7 @@ impl YeastarSimulator {
             .route("/_sim/latency", post(sim_hooks::set_latency::<Self>))
             .route("/_sim/records", post(add_record))
             .fallback(no_such_interface)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), note_traceparent))
             .with_state(self.clone())
     }
 
@@ -390,6 +395,18 @@ async fn get_ai_summary(
             Json(json!({ "errcode": 0, "errmsg": "SUCCESS", "data": { key: r.summary } })).into_response()
         }
     }
+}
+
+/// Keeps the request's `traceparent`, if any, in the stats.
+async fn note_traceparent(
+    State(sim): State<YeastarSimulator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(traceparent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        sim.state().stats.last_traceparent = Some(traceparent.to_owned());
+    }
+    next.run(request).await
 }
 
 async fn no_such_interface() -> Response {
