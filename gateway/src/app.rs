@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -13,18 +13,19 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use gateway_config::{Config, ServerConfig};
 use providers::Provider;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::api;
 use crate::error::ApiError;
 use crate::middleware::auth::{AuthLayer, Keys};
+use crate::middleware::drain::close_when_draining;
 use crate::middleware::problem::{ProblemContext, problem_json};
 use crate::middleware::rate_limit::RateLimitLayer;
 use crate::middleware::redact::redact_query_credentials;
@@ -34,6 +35,9 @@ use crate::questions::Questions;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::summaries::Summaries;
 use crate::webhooks::Webhooks;
+
+/// How often a draining replica looks whether its background work is done.
+const BACKGROUND_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Everything the handlers share.
 pub struct App {
@@ -48,6 +52,8 @@ pub struct App {
     pub keys: Arc<Keys>,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
+    /// Stops the webhook worker claiming deliveries (see [`Self::finish_background`]).
+    webhooks_stop: CancellationToken,
     /// `/openapi.json`, serialized once when the router is built.
     pub openapi: OnceLock<Bytes>,
     /// This process's name in a shared store's leases and flights (unique per start).
@@ -69,6 +75,8 @@ pub enum InitError {
 impl App {
     /// Builds providers (HTTP clients, token state), the store and the keys.
     pub fn new(config: Config) -> Result<Arc<Self>, InitError> {
+        // The metrics recorder, once per process, before anything records.
+        crate::metrics::handle();
         let replica = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let (store, shared): (Arc<dyn Store>, Option<Arc<dyn providers::SharedState>>) =
             if config.store.redis_url.is_some() {
@@ -93,14 +101,15 @@ impl App {
                 Arc::clone(&summaries.flight_ends),
                 summaries.flight_ttl,
             )),
-            summaries,
             webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),
             providers,
             draining: AtomicBool::new(false),
+            webhooks_stop: summaries.shutdown.child_token(),
             openapi: OnceLock::new(),
             replica,
             config,
+            summaries,
         }))
     }
 
@@ -111,8 +120,9 @@ impl App {
     /// Starts the background work: the webhook worker, and polling of jobs the
     /// store holds from before (a shared store). Stops on [`Self::stop_background`].
     pub fn start_background(self: &Arc<Self>) {
+        crate::metrics::spawn_upkeep();
         let shutdown = self.summaries.shutdown.clone();
-        tokio::spawn(Arc::clone(&self.webhooks).run(shutdown.clone()));
+        tokio::spawn(Arc::clone(&self.webhooks).run(self.webhooks_stop.clone()));
         let store = self.summaries.store();
         if store.shared() {
             tracing::info!(replica = %self.replica, "shared store: coordinating with other replicas");
@@ -133,7 +143,53 @@ impl App {
         }
     }
 
-    /// Stops pollers and the webhook worker, and answers long-polls with the current state.
+    /// Drain, step 1 (SIGTERM): `/readyz` turns 503 and long-polls, waiting
+    /// and new, answer with the current state at once. Requests are still served.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::DRAINING).set(1.0);
+        self.summaries.waits_end.cancel();
+    }
+
+    /// Drain, step 2 (no longer accepting): with a shared store, background
+    /// work is handed over: pollers release their jobs' leases (another replica
+    /// takes them at its next scan) and the webhook worker claims no more
+    /// deliveries. With the embedded store nobody else could take it: it goes on.
+    pub fn hand_over_background(&self) {
+        if self.summaries.store().shared() {
+            self.summaries.jobs_stop.cancel();
+            self.webhooks_stop.cancel();
+        }
+    }
+
+    /// Drain, step 3 (in-flight requests answered): waits until `deadline`
+    /// for webhook attempts under way to end and, with the embedded store, for
+    /// the jobs it polls to end and their webhooks to go out; then stops
+    /// everything in the background.
+    pub async fn finish_background(&self, deadline: tokio::time::Instant) {
+        self.hand_over_background();
+        let shared = self.summaries.store().shared();
+        loop {
+            let jobs = if shared { 0 } else { self.summaries.polling() };
+            let deliveries = self.webhooks.busy(!shared).await;
+            if jobs == 0 && !deliveries {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    jobs_pending = jobs,
+                    deliveries_under_way = deliveries,
+                    "drain time over with background work left; the embedded store does not keep it"
+                );
+                break;
+            }
+            tokio::time::sleep(BACKGROUND_CHECK_EVERY).await;
+        }
+        self.stop_background();
+    }
+
+    /// Stops everything in the background at once: pollers, the webhook worker,
+    /// the store's subscription, and answers long-polls with the current state.
     pub fn stop_background(&self) {
         self.summaries.shutdown.cancel();
     }
@@ -150,13 +206,15 @@ impl App {
 /// | 2 | `PropagateRequestId` | echoes it on every response, early answers included |
 /// | 3 | `SetSensitiveRequestHeaders` | marks `Authorization`/`Cookie` sensitive: never printed |
 /// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; the URI says `REDACTED` — before tracing |
-/// | 5 | `Trace` | the request span (method, redacted URI, request id, caller) and one log line per response |
+/// | 5 | `Trace` | the request span (method, redacted URI, request id, caller; with OTLP on: route, status, the caller's `traceparent` as parent) and one log line per response |
+/// | 5b | `metrics::track` | `sg_http_*`: count, latency and the gateway's own time per route template, status and caller (auth reports the caller to it); sees every status below |
 /// | 6 | `problem_json` | writes problem+json (with `request_id`) for every error below; inside the span so its logs carry it |
 /// | 7 | `CatchPanic` | a panic becomes a 500 problem, not a dropped connection |
 /// | 8 | `Timeout` | `server.request_timeout` → 504 |
 /// | 9 | `RequestBodyLimit` | `server.max_body_bytes` → 413 |
 /// | 10 | `Auth` (`/v1` only) | `Caller` into extensions, caller name into the span; 401 |
 /// | 11 | `RateLimit` (`/v1` only) | the caller's GCRA limit (keys on `Caller`, so after auth); 429 + `RateLimit-*` |
+/// | 12 | `close_when_draining` | `Connection: close` on answers after SIGTERM, so keep-alive clients reconnect elsewhere |
 pub fn router(app: &Arc<App>) -> Router {
     let keys = Arc::clone(&app.keys);
     let (routes, openapi) = api::routes(|v1| {
@@ -169,6 +227,8 @@ pub fn router(app: &Arc<App>) -> Router {
         )
     });
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
+    // Inside the edge layers (after 9): answers while draining close their connection.
+    let routes = routes.layer(axum::middleware::from_fn_with_state(Arc::clone(app), close_when_draining));
     with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server)
 }
 
@@ -190,9 +250,11 @@ pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(RequestSpan)
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros))
+                .on_response(crate::middleware::trace::OnResponse::default())
                 .on_failure(()),
         )
+        // 5b. Metrics: outside everything that answers, so every status is counted.
+        .layer(axum::middleware::from_fn(crate::middleware::metrics::track))
         // 6. Every error response below becomes problem+json.
         .layer(axum::middleware::from_fn_with_state(
             ProblemContext { max_body_bytes: server.max_body_bytes },

@@ -52,13 +52,20 @@ impl Summaries {
                 return;
             }
             pollers.insert(job.id.clone(), Arc::clone(&nudge));
+            metrics::gauge!(crate::metrics::JOBS_POLLING).increment(1.0);
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let id = job.id.clone();
             this.poll_job(job, &provider, &nudge).await;
             this.pollers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            metrics::gauge!(crate::metrics::JOBS_POLLING).decrement(1.0);
         });
+    }
+
+    /// How many jobs this process polls now.
+    pub fn polling(&self) -> usize {
+        self.pollers.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Makes the job's poller poll now (a vendor said it ended). False if this
@@ -108,7 +115,7 @@ impl Summaries {
             let every = (self.job_lease / 2).mul_f64(0.75 + 0.5 * fastrand::f64());
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = self.shutdown.cancelled() => return,
+                () = self.jobs_stop.cancelled() => return,
             }
         }
     }
@@ -138,7 +145,7 @@ impl Summaries {
                         tracing::debug!(summary_id = %job.id, "vendor callback: polling now");
                         break;
                     }
-                    () = self.shutdown.cancelled() => {
+                    () = self.jobs_stop.cancelled() => {
                         // Hand the job over: another replica takes it at once.
                         let _ = self.store.release_lease(&job.id).await;
                         return;
@@ -201,6 +208,8 @@ impl Summaries {
     async fn finish(&self, job: &Job, provider: &Provider, end: End) {
         let now = SystemTime::now();
         let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
+        let status = if matches!(end, End::Completed(_)) { "done" } else { "failed" };
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "provider" => metrics::SharedString::from(std::sync::Arc::clone(provider.name_arc())), "status" => status).increment(1);
         let (resource, ttl) = match end {
             End::Completed(completed) => {
                 let mut r = completed_resource(&job.id, provider, &job.request, completed, now, self.summary_ttl);
@@ -227,7 +236,7 @@ impl Summaries {
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         // The job stays pending in the store; whoever takes its lease ends it.
-                        () = self.shutdown.cancelled() => return,
+                        () = self.jobs_stop.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -16,7 +16,8 @@
 //! - [`error`]: typed errors → RFC 9457 problem+json.
 //! - [`callback`]: SSRF checks of callers' callback URLs.
 //! - [`demo`]: the gateway with in-process vendor simulators.
-//! - [`telemetry`]: logging setup.
+//! - [`metrics`]: Prometheus metric names, the recorder, the request's vendor-wait clock.
+//! - [`telemetry`]: logging and (optional) OTLP trace export.
 //!
 //! Vendors (adapters, simulators) live in the `providers` crate; configuration in `gateway-config`.
 
@@ -26,6 +27,7 @@ pub mod callback;
 pub mod demo;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod middleware;
 pub mod questions;
 pub mod single_flight;
@@ -37,49 +39,73 @@ pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 pub use crate::app::{App, InitError, router};
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting,
-/// lets in-flight requests finish (at most `server.drain_timeout`) and returns.
+/// Serves `app` on `listener` until `shutdown` completes, then drains:
+///
+/// 1. `/readyz` answers 503 and long-polls answer with the current state at
+///    once; requests are still accepted and served for `server.shutdown_delay`
+///    (load balancers need that long to stop sending; `Connection: close` on
+///    every answer moves keep-alive clients elsewhere meanwhile).
+/// 2. The listener closes. With a shared store, pollers release their jobs'
+///    leases and the webhook worker claims no more deliveries (other replicas
+///    take both over).
+/// 3. In-flight requests finish, then webhook attempts under way (and, with the
+///    embedded store, the jobs it polls and their webhooks), all within
+///    `server.drain_timeout` of step 2; whatever is left then is cut.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router(&app);
-    let drain = app.config.server.drain_timeout;
-    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let (delay, drain) = (app.config.server.shutdown_delay, app.config.server.drain_timeout);
+    // The drain's deadline, once the listener closes.
+    let (closed, on_close) = tokio::sync::watch::channel(None::<Instant>);
     let draining = Arc::clone(&app);
     app.start_background();
     let signal = async move {
         shutdown.await;
-        draining.draining.store(true, Ordering::Relaxed);
-        // Long-polls answer with the current state now, so draining does not wait a minute for them.
-        draining.stop_background();
-        tracing::info!(drain_timeout = %humantime::format_duration(drain), "shutting down: draining in-flight requests");
-        let _ = signalled.send(true);
+        draining.begin_drain();
+        tracing::info!(
+            shutdown_delay = %humantime::format_duration(delay),
+            drain_timeout = %humantime::format_duration(drain),
+            "shutting down: /readyz answers 503; still serving until the delay passes"
+        );
+        tokio::time::sleep(delay).await;
+        tracing::info!("no longer accepting connections; draining in-flight requests");
+        draining.hand_over_background();
+        let _ = closed.send(Some(Instant::now() + drain));
     };
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers: do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     });
     let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let mut timer = on_close.clone();
     let deadline = async move {
-        let _ = on_signal.wait_for(|s| *s).await;
-        tokio::time::sleep(drain).await;
+        match timer.wait_for(Option::is_some).await.map(|d| *d) {
+            Ok(Some(at)) => tokio::time::sleep_until(at).await,
+            _ => std::future::pending().await,
+        }
     };
     tokio::select! {
         result = server => {
+            result?;
+            let deadline = on_close.borrow().unwrap_or_else(|| Instant::now() + drain);
+            tracing::info!("in-flight requests answered; finishing background work");
+            app.finish_background(deadline).await;
             tracing::info!("stopped");
-            result
+            Ok(())
         }
         () = deadline => {
             tracing::warn!("drain timeout passed with requests still in flight; exiting");
+            app.stop_background();
             Ok(())
         }
     }

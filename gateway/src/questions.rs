@@ -87,7 +87,7 @@ impl Questions {
         }
         let (this, provider, conversation) = (Arc::clone(self), Arc::clone(provider), conversation.to_owned());
         let key = id.clone();
-        let asked = self.flights.run(&key, move || async move {
+        let asked = crate::metrics::vendor_wait(self.flights.run(&key, move || async move {
             loop {
                 // Subscribe before claiming, so another replica's end in between is not missed.
                 let mut ended = this.flight_ends.subscribe(&id);
@@ -113,7 +113,7 @@ impl Questions {
                     }
                 }
             }
-        });
+        }));
         Ok((asked.await?, CacheStatus::Miss))
     }
 

@@ -60,8 +60,13 @@ pub struct Summaries {
     pub(crate) outbox_wake: Arc<Notify>,
     /// `server.public_url`, for vendor callback URLs.
     public_url: Option<Url>,
-    /// Cancelled on shutdown: pollers stop, waits answer with the current state.
+    /// Cancelled when the process stops: everything in the background ends.
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when pollers must stop (with a shared store, as soon as the
+    /// replica stops accepting: its jobs' leases are released for another).
+    pub(crate) jobs_stop: CancellationToken,
+    /// Cancelled at SIGTERM: long-polls answer with the current state at once.
+    pub(crate) waits_end: CancellationToken,
 }
 
 /// `sum_` + 32 hex digits of SHA-256 over the request's identity. Each field is
@@ -91,6 +96,12 @@ pub fn summary_id(provider: &str, req: &SummaryRequest) -> String {
     id
 }
 
+/// Counts a summary request answered from the store (`hit`) or sent on (`miss`).
+fn cache_lookup(provider: &Provider, result: &'static str) {
+    let name = metrics::SharedString::from(Arc::clone(provider.name_arc()));
+    metrics::counter!(crate::metrics::CACHE_LOOKUPS, "provider" => name, "result" => result).increment(1);
+}
+
 /// Whether `s` has the shape of a summary id.
 pub fn is_summary_id(s: &str) -> bool {
     s.len() == 36 && s.starts_with("sum_") && s[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -98,6 +109,7 @@ pub fn is_summary_id(s: &str) -> bool {
 
 impl Summaries {
     pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
         Self {
             store,
             flights: SingleFlight::default(),
@@ -110,7 +122,9 @@ impl Summaries {
             pollers: Mutex::new(HashMap::new()),
             outbox_wake: Arc::new(Notify::new()),
             public_url: config.server.public_url.clone(),
-            shutdown: CancellationToken::new(),
+            jobs_stop: shutdown.child_token(),
+            waits_end: shutdown.child_token(),
+            shutdown,
         }
     }
 
@@ -135,9 +149,12 @@ impl Summaries {
         callback: Option<CallbackTarget>,
     ) -> Result<(StoredSummary, CacheStatus), ApiError> {
         // A store that fails is bypassed here (the flight decides what can still be served).
-        let (stored, cache) = match self.store.get_summary(id).await.ok().flatten() {
-            Some(hit) => (hit, CacheStatus::Hit),
-            None => (self.flight(id, provider, req).await?, CacheStatus::Miss),
+        let (stored, cache) = if let Some(hit) = self.store.get_summary(id).await.ok().flatten() {
+            cache_lookup(provider, "hit");
+            (hit, CacheStatus::Hit)
+        } else {
+            cache_lookup(provider, "miss");
+            (crate::metrics::vendor_wait(self.flight(id, provider, req)).await?, CacheStatus::Miss)
         };
         if stored.status == Status::Pending
             && let Some(target) = callback
@@ -164,13 +181,14 @@ impl Summaries {
         if current.status != Status::Pending {
             return Ok(current);
         }
-        tokio::select! {
-            published = tokio::time::timeout(wait, subscription.published()) => {
-                if let Ok(Some(done)) = published {
-                    return Ok(done);
-                }
+        let waited = crate::metrics::vendor_wait(async {
+            tokio::select! {
+                published = tokio::time::timeout(wait, subscription.published()) => published.ok().flatten(),
+                () = self.waits_end.cancelled() => None,
             }
-            () = self.shutdown.cancelled() => {}
+        });
+        if let Some(done) = waited.await {
+            return Ok(done);
         }
         drop(subscription);
         Ok(self.store.get_summary(id).await.ok().flatten().unwrap_or(current))

@@ -101,6 +101,15 @@ impl Webhooks {
         self.keys.contains_key(caller)
     }
 
+    /// Whether attempts are under way, or (`due_too`) deliveries are due now:
+    /// what a draining replica with the embedded store waits for.
+    pub async fn busy(&self, due_too: bool) -> bool {
+        if self.slots.available_permits() < self.config.max_concurrency {
+            return true;
+        }
+        due_too && matches!(self.store.next_delivery_ms().await, Ok(Some(next)) if next <= now_ms())
+    }
+
     /// Delivers due webhooks until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -145,15 +154,18 @@ impl Webhooks {
         delivery.attempts += 1;
         let result = match outcome {
             Ok(status) => {
+                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "result" => "delivered").increment(1);
                 tracing::info!(webhook_id = %delivery.id, summary_id = %delivery.summary_id, caller = %delivery.caller, %host, status, attempts = delivery.attempts, "webhook delivered");
                 self.store.remove_delivery(&delivery.id).await
             }
             Err(why) => {
                 let now = now_ms();
                 if now.saturating_sub(delivery.created_at_ms) >= duration_ms(self.config.give_up_after) {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "result" => "given_up").increment(1);
                     tracing::error!(webhook_id = %delivery.id, summary_id = %delivery.summary_id, caller = %delivery.caller, %host, attempts = delivery.attempts, reason = %why, "webhook given up");
                     self.store.remove_delivery(&delivery.id).await
                 } else {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "result" => "retry").increment(1);
                     let wait = retry_delay(&self.config, delivery.attempts);
                     tracing::warn!(webhook_id = %delivery.id, summary_id = %delivery.summary_id, caller = %delivery.caller, %host, attempts = delivery.attempts, reason = %why, retry_in_ms = duration_ms(wait), "webhook failed; will retry");
                     delivery.next_attempt_ms = now + duration_ms(wait);

@@ -160,6 +160,11 @@ impl Provider {
         &self.name
     }
 
+    /// The name, shared (metrics labels take it without copying).
+    pub const fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// The provider's `type`.
     pub const fn type_name(&self) -> &'static str {
         match self.adapter {
@@ -257,19 +262,25 @@ impl Provider {
     /// Starts the summary: the result from a synchronous vendor, or a job to poll.
     /// `callback` is where the vendor may report the job's end (vendors that call back).
     pub async fn start(&self, req: &SummaryRequest, callback: Option<&url::Url>) -> Result<Started, ProviderError> {
-        match &self.adapter {
-            Adapter::CommBox(c) => c.start(req, callback).await,
-            Adapter::ElevateAi(e) => e.summarize(req).await.map(Started::Done),
-            Adapter::Yeastar(y) => y.summarize(req).await.map(Started::Done),
-        }
+        let call = async {
+            match &self.adapter {
+                Adapter::CommBox(c) => c.start(req, callback).await,
+                Adapter::ElevateAi(e) => e.summarize(req).await.map(Started::Done),
+                Adapter::Yeastar(y) => y.summarize(req).await.map(Started::Done),
+            }
+        };
+        crate::metrics::record(&self.name, self.type_name(), "start", call).await
     }
 
     /// Where a job started by [`Self::start`] is.
     pub async fn poll(&self, job_ref: &str) -> Result<Polled, ProviderError> {
-        match &self.adapter {
-            Adapter::CommBox(c) => c.poll(job_ref).await,
-            Adapter::ElevateAi(_) | Adapter::Yeastar(_) => Err(no_such_feature("jobs to poll")),
-        }
+        let call = async {
+            match &self.adapter {
+                Adapter::CommBox(c) => c.poll(job_ref).await,
+                Adapter::ElevateAi(_) | Adapter::Yeastar(_) => Err(no_such_feature("jobs to poll")),
+            }
+        };
+        crate::metrics::record(&self.name, self.type_name(), "poll", call).await
     }
 
     /// Checks a question is one this provider can ask about this conversation; no vendor call.
@@ -303,18 +314,24 @@ impl Provider {
 
     /// Asks a question about a conversation (vendors with questions).
     pub async fn ask(&self, conversation_id: &str, question: &str) -> Result<Asked, ProviderError> {
-        match &self.adapter {
-            Adapter::ElevateAi(e) => e.ask(conversation_id, question).await,
-            Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
-        }
+        let call = async {
+            match &self.adapter {
+                Adapter::ElevateAi(e) => e.ask(conversation_id, question).await,
+                Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
+            }
+        };
+        crate::metrics::record(&self.name, self.type_name(), "ask", call).await
     }
 
     /// The questions the vendor lists as asked about a conversation, in order.
     pub async fn asked_questions(&self, conversation_id: &str) -> Result<Vec<AskedQuestion>, ProviderError> {
-        match &self.adapter {
-            Adapter::ElevateAi(e) => e.questions(conversation_id).await,
-            Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
-        }
+        let call = async {
+            match &self.adapter {
+                Adapter::ElevateAi(e) => e.questions(conversation_id).await,
+                Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
+            }
+        };
+        crate::metrics::record(&self.name, self.type_name(), "list_questions", call).await
     }
 }
 

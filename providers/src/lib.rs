@@ -10,6 +10,7 @@
 //! - [`commbox`]: CommBox — adapter, markdown mapping, simulator (asynchronous jobs).
 //! - [`elevateai`]: ElevateAI — adapter, per-kind JSONPath mapping, questions, simulator.
 //! - [`mapping`]: response mappings as data (JSONPath, compiled once, overridable in YAML).
+//! - [`metrics`]: the `vendor_call` span and vendor-call metrics around every provider operation.
 //! - [`shared`]: state shared with other replicas (one vendor login, one concurrency cap for the fleet).
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
@@ -21,6 +22,7 @@ pub mod elevateai;
 pub mod error;
 pub mod language;
 pub mod mapping;
+pub mod metrics;
 pub mod outbound;
 pub mod shared;
 pub mod sim_hooks;

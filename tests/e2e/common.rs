@@ -420,3 +420,10 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) {
     let signatures = headers["webhook-signature"].to_str().unwrap();
     assert!(signatures.split(' ').any(|s| s == expected), "{signatures} != {expected}");
 }
+
+impl GatewayProcess {
+    /// Its process id: a replica names itself `<pid>-<random>` in a shared store's leases.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

@@ -1,10 +1,12 @@
-//! Liveness and readiness probes (open, no key).
+//! Liveness and readiness probes, and Prometheus metrics (open, no key).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -53,4 +55,21 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
         Ok(()) => Health { status: "ready", store: Some(store.kind()), detail: None },
         Err(e) => Health { status: "degraded", store: Some(store.kind()), detail: Some(e.to_string()) },
     }))
+}
+
+/// Prometheus metrics of this replica (text exposition format). The names and
+/// labels are listed in the `metrics` module and in README's operations section.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
+)]
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let degraded = app.summaries.store().degraded().is_some();
+    metrics::gauge!(crate::metrics::STORE_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
+    metrics::gauge!(crate::metrics::DRAINING).set(if app.draining.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+    let body = crate::metrics::handle().render();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
+        .into_response()
 }

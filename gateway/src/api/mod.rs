@@ -5,7 +5,7 @@
 //! - [`questions`]: `POST /v1/questions`, `GET /v1/questions`.
 //! - [`providers`]: `GET /v1/providers`.
 //! - [`callbacks`]: `POST /callbacks/{provider}/{token}` (vendors calling back; open, token-guarded).
-//! - [`health`]: `/healthz`, `/readyz`.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`json`]: the JSON body extractor (415/413/400).
 //! - `/openapi.json`: the document itself.
 
@@ -104,6 +104,7 @@ where
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(callbacks::vendor_callback))
         .merge(authenticated(v1))

@@ -162,6 +162,7 @@ where
         match self.keys.authenticate(&req) {
             Ok(caller) => {
                 tracing::Span::current().record("caller", &*caller.name);
+                crate::metrics::set_caller(&caller.name);
                 req.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(req))
             }

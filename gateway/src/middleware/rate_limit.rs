@@ -129,6 +129,7 @@ where
 fn limited(caller: &str, burst: u32, wait: Duration) -> Response {
     let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     tracing::info!(caller, retry_after_secs = secs, "rate limited");
+    metrics::counter!(crate::metrics::RATE_LIMITED, "caller" => caller.to_owned()).increment(1);
     let mut response = ApiError::RateLimited { retry_after: Duration::from_secs(secs) }.into_response();
     let headers = response.headers_mut();
     headers.insert(LIMIT.clone(), HeaderValue::from(burst));

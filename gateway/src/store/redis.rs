@@ -318,6 +318,7 @@ impl RedisStore {
         F: Future<Output = redis::RedisResult<T>>,
     {
         if self.is_down() {
+            metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => "breaker_open").increment(1);
             return Err(StoreError("redis: unavailable (failing recently)".into()));
         }
         let was_failing = self.down_until.load(Ordering::Relaxed) != 0;
@@ -328,13 +329,32 @@ impl RedisStore {
                 }
                 Ok(value)
             }
-            Ok(Err(e)) => Err(self.fail(&describe(&e))),
-            Err(_) => Err(self.fail(&format!("no answer within {}", humantime::format_duration(self.timeout)))),
+            Ok(Err(e)) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => reason(&e)).increment(1);
+                Err(self.fail(&describe(&e)))
+            }
+            Err(_) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => "timeout").increment(1);
+                Err(self.fail(&format!("no answer within {}", humantime::format_duration(self.timeout))))
+            }
         }
     }
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+}
+
+/// The `reason` label of a failed command.
+fn reason(e: &redis::RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connection_refusal() {
+        "refused"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "lost"
+    } else {
+        "other"
     }
 }
 

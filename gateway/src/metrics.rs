@@ -1,0 +1,164 @@
+//! Prometheus metrics: the names, the recorder, and the request-scoped clock
+//! that splits a request's time into the vendor's and the gateway's own.
+//!
+//! Recording goes through the `metrics` facade (the providers crate records
+//! vendor calls the same way); `metrics-exporter-prometheus` keeps the values
+//! and renders them at `GET /metrics`. The recorder is process-wide: installed
+//! once, on the first [`App`](crate::App), shared by every app in the process.
+//!
+//! Labels are low-cardinality by construction: route templates (never raw
+//! paths), configured caller and provider names, status codes, static outcome
+//! names; never ids, keys or URLs.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `sg_http_requests_total` | counter | `route`, `method`, `status`, `caller` |
+//! | `sg_http_request_duration_seconds` | histogram | `route`, `method` |
+//! | `sg_http_overhead_seconds` | histogram | `route`: the request's time minus its time waiting on vendors |
+//! | `sg_http_requests_in_flight` | gauge | |
+//! | `sg_vendor_calls_total` | counter | `provider`, `operation`, `outcome`, `vendor_code` |
+//! | `sg_vendor_call_duration_seconds` | histogram | `provider`, `operation` |
+//! | `sg_cache_lookups_total` | counter | `provider`, `result` (`hit`/`miss`) |
+//! | `sg_rate_limited_total` | counter | `caller` |
+//! | `sg_jobs_polling` | gauge | jobs this replica polls now |
+//! | `sg_jobs_finished_total` | counter | `provider`, `status` (`done`/`failed`) |
+//! | `sg_webhook_deliveries_total` | counter | `result` (`delivered`/`retry`/`given_up`) |
+//! | `sg_store_errors_total` | counter | `reason` (`timeout`/`refused`/`lost`/`breaker_open`/`other`) |
+//! | `sg_store_degraded` | gauge | 1 while the shared store fails |
+//! | `sg_draining` | gauge | 1 from SIGTERM until exit |
+//! | `sg_build_info` | gauge | `version` |
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::time::Instant;
+
+pub const HTTP_REQUESTS: &str = "sg_http_requests_total";
+pub const HTTP_DURATION: &str = "sg_http_request_duration_seconds";
+pub const HTTP_OVERHEAD: &str = "sg_http_overhead_seconds";
+pub const HTTP_IN_FLIGHT: &str = "sg_http_requests_in_flight";
+pub const CACHE_LOOKUPS: &str = "sg_cache_lookups_total";
+pub const RATE_LIMITED: &str = "sg_rate_limited_total";
+pub const JOBS_POLLING: &str = "sg_jobs_polling";
+pub const JOBS_FINISHED: &str = "sg_jobs_finished_total";
+pub const WEBHOOK_DELIVERIES: &str = "sg_webhook_deliveries_total";
+pub const STORE_ERRORS: &str = "sg_store_errors_total";
+pub const STORE_DEGRADED: &str = "sg_store_degraded";
+pub const DRAINING: &str = "sg_draining";
+pub const BUILD_INFO: &str = "sg_build_info";
+
+/// Latency buckets (seconds) of whole requests and vendor calls: 1 ms – 60 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Buckets of the gateway's own time: 10 µs – 100 ms (its target is well under 1 ms).
+const OVERHEAD_BUCKETS: &[f64] =
+    &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+
+/// How often histograms are compacted (the exporter needs it called).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HTTP_OVERHEAD.to_owned()), OVERHEAD_BUCKETS))
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only what this one records");
+        }
+        describe();
+        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// Keeps the histograms compact; runs until the process ends (one per process).
+pub fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_ok() {
+        let handle = handle();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+fn describe() {
+    describe_counter!(HTTP_REQUESTS, "Requests answered, by route template, method, status and caller.");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "Time from request to response.");
+    describe_histogram!(
+        HTTP_OVERHEAD,
+        Unit::Seconds,
+        "The gateway's own time per request: total time minus time waiting on vendors (vendor calls, joined flights, long-polls)."
+    );
+    describe_gauge!(HTTP_IN_FLIGHT, "Requests being answered now.");
+    describe_counter!(
+        providers::metrics::VENDOR_CALLS,
+        "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status)."
+    );
+    describe_histogram!(providers::metrics::VENDOR_DURATION, Unit::Seconds, "Vendor call latency.");
+    describe_counter!(CACHE_LOOKUPS, "Summary requests answered from the store (hit) or sent on (miss).");
+    describe_counter!(RATE_LIMITED, "Requests refused with 429, by caller.");
+    describe_gauge!(JOBS_POLLING, "Pending vendor jobs this replica is polling.");
+    describe_counter!(JOBS_FINISHED, "Vendor jobs that ended, by provider and final status.");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook attempts by result: delivered, retry (failed, rescheduled), given_up (failed for good)."
+    );
+    describe_counter!(STORE_ERRORS, "Store (Redis) commands that failed, by reason.");
+    describe_gauge!(STORE_DEGRADED, "1 while the shared store is failing (cache bypassed, local limits).");
+    describe_gauge!(DRAINING, "1 from SIGTERM until exit.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version as a label.");
+}
+
+/// What the layers below the metrics layer learn about the request.
+#[derive(Default)]
+struct RequestStats {
+    /// Time spent waiting on vendors.
+    vendor_wait: Cell<Duration>,
+    /// The caller, once auth knows it.
+    caller: Cell<Option<Arc<str>>>,
+}
+
+tokio::task_local! {
+    /// The current request's [`RequestStats`] (set by the metrics layer).
+    static REQUEST: RequestStats;
+}
+
+/// Runs `request` with its [`RequestStats`]; returns its output, the time it
+/// waited on vendors and its caller (if authenticated).
+pub async fn with_request_stats<F: Future>(request: F) -> (F::Output, Duration, Option<Arc<str>>) {
+    let scoped = REQUEST.scope(RequestStats::default(), request);
+    let mut scoped = std::pin::pin!(scoped);
+    let output = scoped.as_mut().await;
+    let stats = scoped.as_mut().take_value().unwrap_or_default();
+    (output, stats.vendor_wait.into_inner(), stats.caller.into_inner())
+}
+
+/// Awaits `work` (a vendor call, a joined flight, a long-poll) and counts its
+/// time as waiting on vendors, not as the gateway's own.
+pub async fn vendor_wait<F: Future>(work: F) -> F::Output {
+    let started = Instant::now();
+    let output = work.await;
+    let elapsed = started.elapsed();
+    let _ = REQUEST.try_with(|r| r.vendor_wait.set(r.vendor_wait.get() + elapsed));
+    output
+}
+
+/// Labels the current request's metrics with its caller (called by auth).
+pub fn set_caller(name: &Arc<str>) {
+    let _ = REQUEST.try_with(|r| r.caller.set(Some(Arc::clone(name))));
+}
