@@ -4,6 +4,7 @@
 # SG_TEST_REDIS_URL (default redis://127.0.0.1:6379). If none does, this starts
 # one (installing Debian's redis-server if it is missing). Tests use key
 # prefixes of their own and delete their keys; nothing is written to disk.
+# tests/deploy needs kubectl (installed from Debian if missing, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,17 @@ if ! command -v redis-server >/dev/null; then
   [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+fi
+
+# tests/deploy renders deploy/'s kustomize overlays with `kubectl kustomize`.
+# Debian's kubernetes-client is kubectl 1.20 (kustomize v2.0.3): the overlays
+# are written to render with it as well as with a current kubectl.
+if ! command -v kubectl >/dev/null; then
+  echo "--- installing kubectl (Debian's kubernetes-client)"
+  sudo_cmd=""
+  [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq kubernetes-client >/dev/null
 fi
 
 port="${SG_TEST_REDIS_PORT:-6379}"
