@@ -52,14 +52,12 @@ impl Summaries {
                 return;
             }
             pollers.insert(job.id.clone(), Arc::clone(&nudge));
-            metrics::gauge!(crate::metrics::JOBS_POLLING).increment(1.0);
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let id = job.id.clone();
             this.poll_job(job, &provider, &nudge).await;
             this.pollers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            metrics::gauge!(crate::metrics::JOBS_POLLING).decrement(1.0);
         });
     }
 
