@@ -195,8 +195,18 @@ impl Config {
         if s.max_body_bytes == 0 {
             errors.push(ConfigError::new("server.max_body_bytes", "must be at least 1"));
         }
-        if s.request_timeout.is_zero() {
-            errors.push(ConfigError::new("server.request_timeout", "must be longer than 0s"));
+        for (key, value) in [
+            ("request_timeout", s.request_timeout),
+            ("header_read_timeout", s.header_read_timeout),
+            ("idle_timeout", s.idle_timeout),
+            ("body_read_timeout", s.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(ConfigError::new(format!("server.{key}"), "must be longer than 0s"));
+            }
+        }
+        if s.max_connections == Some(0) {
+            errors.push(ConfigError::new("server.max_connections", "must be at least 1"));
         }
         if let Some(url) = &s.public_url
             && !matches!(url.scheme(), "http" | "https")

@@ -41,6 +41,30 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "Humantime")]
     pub drain_timeout: Duration,
+    /// A connection must send a complete request head (request line and headers)
+    /// within this long of being accepted, or of the first byte of its next
+    /// request; otherwise it is closed. Bounds the sockets and memory that clients
+    /// holding connections open without sending (or sending a byte at a time) can take.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request under way and nothing sent for this
+    /// long is closed.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
+    pub idle_timeout: Duration,
+    /// The request body must arrive in full within this long of its head;
+    /// otherwise 408 `request_timeout` (the caller was too slow, not the vendor).
+    /// Never longer than `request_timeout` (the smaller of the two applies).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Humantime")]
+    pub body_read_timeout: Duration,
+    /// At most this many client connections open at once; past it a new
+    /// connection gets an immediate 503 `overloaded` and is closed, while the
+    /// open ones keep being served (counted in `sg_connections_refused_total`).
+    /// Omit: derived from the process's open-file limit (raised to its hard
+    /// limit at start), leaving room for vendor, store and webhook connections.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +76,17 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(75),
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The body-read deadline that applies: `body_read_timeout`, never longer than `request_timeout`.
+    pub fn effective_body_read_timeout(&self) -> Duration {
+        self.body_read_timeout.min(self.request_timeout)
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -26,10 +26,11 @@ use crate::api;
 use crate::error::ApiError;
 use crate::middleware::auth::{AuthLayer, Keys};
 use crate::middleware::drain::close_when_draining;
+use crate::middleware::limits::{check_head, read_body_within};
 use crate::middleware::problem::{ProblemContext, problem_json};
 use crate::middleware::rate_limit::RateLimitLayer;
-use crate::middleware::redact::redact_query_credentials;
-use crate::middleware::request_id::MakeId;
+use crate::middleware::redact::{KnownKeys, redact_query_credentials};
+use crate::middleware::request_id::{MakeId, set_request_id};
 use crate::middleware::trace::RequestSpan;
 use crate::questions::Questions;
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -202,16 +203,18 @@ impl App {
 ///
 /// | # | layer | adds / why here |
 /// |---|---|---|
-/// | 1 | `SetRequestId` | `x-request-id` from the caller or a new one (process prefix + counter), for everything below |
+/// | 1 | `set_request_id` | `x-request-id` from the caller if ≤ 128 visible ASCII, else a new one (process prefix + counter; a replaced one is logged), for everything below |
 /// | 2 | `PropagateRequestId` | echoes it on every response, early answers included |
 /// | 3 | `SetSensitiveRequestHeaders` | marks `Authorization`/`Cookie` sensitive: never printed |
-/// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; the URI says `REDACTED` — before tracing |
+/// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; every spelling of it (decoded, any case, `;` too) and any known key reads `REDACTED` — before tracing |
 /// | 5 | `Trace` | the request span (method, redacted URI, request id, caller; with OTLP on: route, status, the caller's `traceparent` as parent) and one log line per response |
 /// | 5b | `metrics::track` | `sg_http_*`: count, latency and the gateway's own time per route template, status and caller (auth reports the caller to it); sees every status below |
 /// | 6 | `problem_json` | writes problem+json (with `request_id`) for every error below; inside the span so its logs carry it |
 /// | 7 | `CatchPanic` | a panic becomes a 500 problem, not a dropped connection |
 /// | 8 | `Timeout` | `server.request_timeout` → 504 |
+/// | 8b | `check_head` | URI over 8 KiB → 414, headers over 32 KiB → 431 (larger heads hyper refuses itself: `server.rs`) |
 /// | 9 | `RequestBodyLimit` | `server.max_body_bytes` → 413 |
+/// | 9b | `read_body_within` | the whole body within `server.body_read_timeout` → 408 otherwise; handlers get it buffered |
 /// | 10 | `Auth` (`/v1` only) | `Caller` into extensions, caller name into the span; 401 |
 /// | 11 | `RateLimit` (`/v1` only) | the caller's GCRA limit (keys on `Caller`, so after auth); 429 + `RateLimit-*` |
 /// | 12 | `close_when_draining` | `Connection: close` on answers after SIGTERM, so keep-alive clients reconnect elsewhere |
@@ -229,14 +232,15 @@ pub fn router(app: &Arc<App>) -> Router {
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
     // Inside the edge layers (after 9): answers while draining close their connection.
     let routes = routes.layer(axum::middleware::from_fn_with_state(Arc::clone(app), close_when_draining));
-    with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server)
+    with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server, app.keys.known_keys())
 }
 
 /// Layers 1-9 of the table above around `routes`: everything every route gets.
-pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
+pub fn with_edge_layers(routes: Router, server: &ServerConfig, keys: KnownKeys) -> Router {
+    let ids = MakeId::default();
     let stack = ServiceBuilder::new()
         // 1-2. Request id in and out.
-        .layer(SetRequestIdLayer::x_request_id(MakeId::default()))
+        .map_request(move |req| set_request_id(&ids, req))
         .layer(PropagateRequestIdLayer::x_request_id())
         // 3-4. Redaction comes before anything that could log a credential.
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -244,7 +248,7 @@ pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
             header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(axum::middleware::from_fn(redact_query_credentials))
+        .layer(axum::middleware::from_fn_with_state(keys, redact_query_credentials))
         // 5. Structured logs: one span per request, one event per response.
         .layer(
             TraceLayer::new_for_http()
@@ -257,17 +261,25 @@ pub fn with_edge_layers(routes: Router, server: &ServerConfig) -> Router {
         .layer(axum::middleware::from_fn(crate::middleware::metrics::track))
         // 6. Every error response below becomes problem+json.
         .layer(axum::middleware::from_fn_with_state(
-            ProblemContext { max_body_bytes: server.max_body_bytes },
+            ProblemContext {
+                max_body_bytes: server.max_body_bytes,
+                body_read_timeout: server.effective_body_read_timeout(),
+            },
             problem_json,
         ))
         // 7. Panics → 500 problem.
         .layer(CatchPanicLayer::custom(panic_response))
         // 8. No request lives longer than this (long-polls included).
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout))
+        // 8b. Heads larger than the gateway accepts (hyper's own limit is far larger).
+        .layer(axum::middleware::from_fn(check_head))
         // 9. Bodies over the limit are refused before they are buffered.
         .layer(RequestBodyLimitLayer::new(server.max_body_bytes));
 
     routes
+        // 9b. ... and the rest must arrive in time (408), so a stalled body is the
+        // caller's fault. On the router, which hands it the body as `Body` again.
+        .layer(axum::middleware::from_fn_with_state(server.effective_body_read_timeout(), read_body_within))
         // The body limit is enforced by layer 9; axum's own default (2 MB) would conflict.
         .layer(DefaultBodyLimit::disable())
         .layer(stack)
@@ -297,7 +309,8 @@ mod tests {
         async fn boom() -> &'static str {
             panic!("secret internals")
         }
-        let router = with_edge_layers(Router::new().route("/boom", get(boom)), &ServerConfig::default());
+        let router =
+            with_edge_layers(Router::new().route("/boom", get(boom)), &ServerConfig::default(), KnownKeys::default());
         let request = Request::get("/boom").header("x-request-id", "r-1").body(Body::empty()).unwrap();
         let response = router.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -8,6 +8,7 @@
 //! - [`api`]: handlers and the OpenAPI document generated with them.
 //! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly, waiting.
 //! - [`questions`]: questions about a conversation, answered once and kept (vendor allowance).
+//! - [`server`]: client connections: the cap, header-read and idle deadlines, protocol errors.
 //! - [`single_flight`]: one piece of work per key in this process, joined by identical requests.
 //! - [`jobs`]: polling asynchronous vendor jobs in the background until they end.
 //! - [`waiters`]: long-polls woken by a job's end.
@@ -30,6 +31,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod questions;
+pub mod server;
 pub mod single_flight;
 pub mod store;
 pub mod summaries;
@@ -40,7 +42,6 @@ pub mod webhooks;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -82,11 +83,14 @@ pub async fn run(
         draining.hand_over_background();
         let _ = closed.send(Some(Instant::now() + drain));
     };
-    let listener = listener.tap_io(|tcp| {
-        // Small JSON answers: do not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let limits = connection_limits(&app.config);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = %humantime::format_duration(limits.header_read_timeout),
+        idle_timeout = %humantime::format_duration(limits.idle_timeout),
+        "connection limits"
+    );
+    let server = server::serve(listener, router, limits, signal);
     let mut timer = on_close.clone();
     let deadline = async move {
         match timer.wait_for(Option::is_some).await.map(|d| *d) {
@@ -109,6 +113,15 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The connection cap and deadlines of `config`: the open-file limit (raised
+/// to its hard limit) less what the gateway's own connections may take — every
+/// provider's `max_concurrency` and the webhook worker's.
+fn connection_limits(config: &gateway_config::Config) -> server::Limits {
+    let outbound =
+        config.providers.values().map(|p| p.common.max_concurrency).sum::<usize>() + config.webhooks.max_concurrency;
+    server::Limits::new(&config.server, server::raise_fd_limit(), outbound)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -16,6 +16,10 @@
 //! | `sg_http_request_duration_seconds` | histogram | `route`, `method` |
 //! | `sg_http_overhead_seconds` | histogram | `route`: the request's time minus its time waiting on vendors |
 //! | `sg_http_requests_in_flight` | gauge | |
+//! | `sg_connections_open` | gauge | client connections open now |
+//! | `sg_connections_refused_total` | counter | refused at `server.max_connections` |
+//! | `sg_connections_timed_out_total` | counter | `reason` (`header_timeout`/`idle_timeout`) |
+//! | `sg_http_protocol_errors_total` | counter | `reason` (`malformed`/`uri_too_long`/`head_too_large`/`other`) |
 //! | `sg_vendor_calls_total` | counter | `provider`, `operation`, `outcome`, `vendor_code` |
 //! | `sg_vendor_call_duration_seconds` | histogram | `provider`, `operation` |
 //! | `sg_cache_lookups_total` | counter | `provider`, `result` (`hit`/`miss`) |
@@ -105,6 +109,16 @@ fn describe() {
         "The gateway's own time per request: total time minus time waiting on vendors (vendor calls, joined flights, long-polls)."
     );
     describe_gauge!(HTTP_IN_FLIGHT, "Requests being answered now.");
+    describe_gauge!(crate::server::CONNECTIONS_OPEN, "Client connections open now.");
+    describe_counter!(crate::server::CONNECTIONS_REFUSED, "Client connections refused at server.max_connections.");
+    describe_counter!(
+        crate::server::CONNECTIONS_TIMED_OUT,
+        "Client connections closed by a deadline: header_timeout (no complete head in time) or idle_timeout."
+    );
+    describe_counter!(
+        crate::server::PROTOCOL_ERRORS,
+        "Request heads hyper refused before routing, by reason (malformed, uri_too_long, head_too_large, other)."
+    );
     describe_counter!(
         providers::metrics::VENDOR_CALLS,
         "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status)."

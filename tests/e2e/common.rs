@@ -291,7 +291,22 @@ impl GatewayProcess {
     /// Starts `summary-gateway serve --config <path>` with JSON logs and waits for it to listen.
     pub fn spawn(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = binary();
-        cmd.args(["serve", "--config"]).arg(config).env("LOG_FORMAT", "json").env("RUST_LOG", "debug");
+        cmd.args(["serve", "--config"]).arg(config);
+        Self::spawn_command(cmd, env)
+    }
+
+    /// [`Self::spawn`] under `ulimit -n nofile` (soft and hard).
+    pub fn spawn_with_nofile(config: &Path, env: &[(&str, &str)], nofile: u32) -> Self {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" serve --config \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_summary-gateway"))
+            .arg(config);
+        Self::spawn_command(cmd, env)
+    }
+
+    fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> Self {
+        cmd.env("LOG_FORMAT", "json").env("RUST_LOG", "debug");
         for (k, v) in env {
             cmd.env(k, v);
         }

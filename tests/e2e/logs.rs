@@ -85,6 +85,7 @@ async fn logs_contain_no_key_token_or_client_secret() {
     let wrong = http.get(format!("{url}/v1/providers?access_token={CALLER_KEY}x")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(!wrong.text().await.unwrap().contains(CALLER_KEY));
+    exercise_query_spellings(&http, &url).await;
     assert_eq!(
         http.post(format!("{url}/v1/summaries?access_token={CALLER_KEY}"))
             .json(&body_of("20990101000000-00000"))
@@ -132,6 +133,12 @@ async fn logs_contain_no_key_token_or_client_secret() {
     assert!(logs.contains("\"caller\":\"crm\""), "{logs}");
     assert!(logs.contains("access token refreshed"), "{logs}");
     assert!(logs.contains("/callbacks/cb/REDACTED"), "{logs}");
+    for redacted in ["ACCESS_TOKEN=REDACTED", "access%5Ftoken=REDACTED", "a=1;access_token=REDACTED", "token=REDACTED"]
+    {
+        assert!(logs.contains(redacted), "{redacted} not in {logs}");
+    }
+    assert!(logs.contains("x-request-id was replaced"), "{logs}");
+    assert!(!logs.contains(&"x".repeat(500)), "the caller's id is not logged");
     let mut secrets = [CALLER_KEY, CLIENT_ID, CLIENT_SECRET, COMMBOX_TOKEN, CALLBACK_TOKEN, ELEVATEAI_TOKEN]
         .map(str::to_owned)
         .to_vec();
@@ -140,6 +147,23 @@ async fn logs_contain_no_key_token_or_client_secret() {
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "`{secret}` appears in the logs:\n{logs}");
     }
+}
+
+/// Non-canonical spellings of `access_token`, the key under another name, an overlong request id.
+async fn exercise_query_spellings(http: &reqwest::Client, url: &str) {
+    // Other spellings of the parameter, and the key under another name, are
+    // redacted too; only the name that decodes to `access_token` authenticates.
+    for (query, status) in [
+        (format!("ACCESS_TOKEN={CALLER_KEY}"), 401),
+        (format!("access%5Ftoken={CALLER_KEY}"), 200),
+        (format!("a=1;access_token={CALLER_KEY}"), 401),
+        (format!("token={CALLER_KEY}"), 401),
+    ] {
+        let answer = http.get(format!("{url}/v1/providers?{query}")).send().await.unwrap();
+        assert_eq!(answer.status(), status, "{query}");
+    }
+    let odd_id = http.get(format!("{url}/healthz")).header("x-request-id", "x".repeat(500)).send().await.unwrap();
+    assert!(odd_id.headers()["x-request-id"].len() < 128);
 }
 
 /// ElevateAI (its token in the X-API-Token header): a result, a 409 and a question.

@@ -77,6 +77,9 @@ impl ApiError {
                 RequestError::QuestionLimitReached(_) => StatusCode::CONFLICT,
                 RequestError::NotFound(_) => StatusCode::NOT_FOUND,
                 RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                RequestError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+                RequestError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+                RequestError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             },
             Self::Provider { source, .. } => match **source {
                 ProviderError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -110,6 +113,9 @@ impl ApiError {
                 RequestError::InvalidCallbackUrl(_) => "invalid_callback_url",
                 RequestError::NotFound(_) => "not_found",
                 RequestError::MethodNotAllowed => "method_not_allowed",
+                RequestError::TooSlow { .. } => "request_timeout",
+                RequestError::UriTooLong { .. } => "uri_too_long",
+                RequestError::HeadersTooLarge { .. } => "headers_too_large",
             },
             Self::Provider { source, .. } => match **source {
                 ProviderError::NotFound { .. } => "not_found",
@@ -262,6 +268,7 @@ mod tests {
             (AuthError::Missing.into(), 401, "unauthorized"),
             (AuthError::Unknown.into(), 401, "unauthorized"),
             (AuthError::Forbidden { provider: s("p") }.into(), 403, "forbidden"),
+            (RequestError::TooSlow { after: d }.into(), 408, "request_timeout"),
             (RequestError::NotFound(s("x")).into(), 404, "not_found"),
             (provider(ProviderError::NotFound { message: s("x"), vendor: vendor() }), 404, "not_found"),
             (
@@ -278,6 +285,9 @@ mod tests {
             (RequestError::UnsupportedLanguage(s("x")).into(), 422, "unsupported_language"),
             (RequestError::UnsupportedKind(s("x")).into(), 422, "unsupported_kind"),
             (RequestError::UnknownProvider(s("x")).into(), 422, "unknown_provider"),
+            // Additions: heads over the gateway's limits.
+            (RequestError::UriTooLong { limit: 1 }.into(), 414, "uri_too_long"),
+            (RequestError::HeadersTooLarge { limit: 1 }.into(), 431, "headers_too_large"),
             (RequestError::InvalidCallbackUrl(s("x")).into(), 422, "invalid_callback_url"),
             (ApiError::RateLimited { retry_after: d }, 429, "rate_limited"),
             (provider(ProviderError::Rejected { message: s("x"), vendor: vendor() }), 502, "provider_error"),

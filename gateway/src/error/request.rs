@@ -36,6 +36,15 @@ pub enum RequestError {
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// 408 `request_timeout`: the caller sent its request too slowly.
+    #[error("the request body did not arrive within {}", humantime::format_duration(*after))]
+    TooSlow { after: std::time::Duration },
+    /// 414 `uri_too_long` (an addition to API.md's table).
+    #[error("the request URI is longer than the {limit} bytes this gateway accepts")]
+    UriTooLong { limit: usize },
+    /// 431 `headers_too_large` (an addition to API.md's table).
+    #[error("the request headers are larger than the {limit} bytes this gateway accepts")]
+    HeadersTooLarge { limit: usize },
     /// 405 `method_not_allowed`.
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,

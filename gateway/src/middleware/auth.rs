@@ -56,6 +56,11 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys' hashes, for redacting a key sent under another name.
+    pub fn known_keys(&self) -> super::redact::KnownKeys {
+        super::redact::KnownKeys::new(self.callers.iter().map(|c| c.sha256))
+    }
+
     pub fn from_config(auth: &AuthConfig) -> Self {
         let callers = auth
             .keys

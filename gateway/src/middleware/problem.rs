@@ -23,6 +23,7 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 #[derive(Clone, Copy)]
 pub struct ProblemContext {
     pub max_body_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Writes problem+json bodies for every error response.
@@ -76,7 +77,8 @@ fn from_status(status: StatusCode, ctx: ProblemContext) -> Problem {
         StatusCode::NOT_FOUND => RequestError::NotFound("no such route; see /openapi.json".into()).into(),
         StatusCode::METHOD_NOT_ALLOWED => RequestError::MethodNotAllowed.into(),
         StatusCode::PAYLOAD_TOO_LARGE => RequestError::PayloadTooLarge { limit: ctx.max_body_bytes }.into(),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ApiError::RequestTimeout,
+        StatusCode::REQUEST_TIMEOUT => RequestError::TooSlow { after: ctx.body_read_timeout }.into(),
+        StatusCode::GATEWAY_TIMEOUT => ApiError::RequestTimeout,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => RequestError::UnsupportedMediaType.into(),
         StatusCode::BAD_REQUEST => RequestError::Invalid("the request is malformed".into()).into(),
         s if s.is_server_error() => ApiError::Internal(format!("unexpected {s} from an inner layer")),

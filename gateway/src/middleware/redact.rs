@@ -3,16 +3,25 @@
 //! `?access_token=<key>` is moved out of the URI into a request extension
 //! ([`QueryCredential`]) for the auth layer, and the URI keeps
 //! `access_token=REDACTED`, so the key cannot reach a span, a log line or an
-//! error. Likewise the vendor callback token in `/callbacks/{provider}/{token}`
-//! moves into [`PathCredential`] and the path reads `.../REDACTED`. The
-//! `Authorization` header is marked sensitive by tower-http's
-//! `SetSensitiveRequestHeadersLayer` where the stack is assembled.
+//! error. Parameters are matched by their *decoded* name, whatever its case,
+//! and split on `;` as well as `&`: `?ACCESS_TOKEN=`, `?access%5Ftoken=` and
+//! `;access_token=` are redacted too (only the exact decoded name
+//! `access_token` is taken as a credential; the others get 401). Any other
+//! parameter whose value is a configured caller key (by its SHA-256) is
+//! redacted as well. Likewise the vendor callback token in
+//! `/callbacks/{provider}/{token}` moves into [`PathCredential`] and the path
+//! reads `.../REDACTED`. The `Authorization` header is marked sensitive by
+//! tower-http's `SetSensitiveRequestHeadersLayer` where the stack is assembled.
 
-use axum::extract::Request;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::Uri;
 use axum::middleware::Next;
 use axum::response::Response;
 use gateway_config::Secret;
+use sha2::{Digest, Sha256};
 use url::form_urlencoded;
 
 /// The key given as `?access_token=`, taken out of the URI.
@@ -23,14 +32,31 @@ pub struct QueryCredential(pub Secret<String>);
 #[derive(Clone)]
 pub struct PathCredential(pub Secret<String>);
 
+/// SHA-256 of every configured caller key: a query value equal to one is redacted.
+#[derive(Clone, Default)]
+pub struct KnownKeys(Arc<HashSet<[u8; 32]>>);
+
+impl KnownKeys {
+    pub fn new(hashes: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        Self(Arc::new(hashes.into_iter().collect()))
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        // Shorter values are no key (check-config wants keys of 16 characters and more).
+        value.len() >= MIN_KEY_LEN && !self.0.is_empty() && self.0.contains(&<[u8; 32]>::from(Sha256::digest(value)))
+    }
+}
+
 const PARAM: &str = "access_token";
 const CALLBACKS: &str = "/callbacks/";
 const REDACTED: &str = "REDACTED";
+const MIN_KEY_LEN: usize = 16;
 
-/// Moves `access_token` from the query into [`QueryCredential`], and a callback
-/// path's token into [`PathCredential`].
-pub async fn redact_query_credentials(mut req: Request, next: Next) -> Response {
-    if let Some((credential, uri)) = req.uri().query().filter(|q| q.contains(PARAM)).and_then(|q| split(req.uri(), q)) {
+/// Moves `access_token` from the query into [`QueryCredential`] (redacting
+/// every spelling of it and every known key), and a callback path's token into
+/// [`PathCredential`].
+pub async fn redact_query_credentials(State(keys): State<KnownKeys>, mut req: Request, next: Next) -> Response {
+    if let Some((credential, uri)) = req.uri().query().and_then(|q| split(req.uri(), q, &keys)) {
         *req.uri_mut() = uri;
         if let Some(credential) = credential {
             req.extensions_mut().insert(QueryCredential(Secret::new(credential)));
@@ -75,21 +101,46 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The first `access_token` value and the URI with every one of them redacted.
-fn split(uri: &Uri, query: &str) -> Option<(Option<String>, Uri)> {
+/// The first `access_token` value and the URI with every spelling of it, and
+/// every value that is a known key, redacted; `None` if nothing needs it.
+/// Other parameters keep their bytes as sent.
+fn split(uri: &Uri, query: &str, keys: &KnownKeys) -> Option<(Option<String>, Uri)> {
     let mut credential = None;
-    let mut redacted = form_urlencoded::Serializer::new(String::with_capacity(query.len()));
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if key == PARAM {
-            if credential.is_none() {
+    let mut redacted = String::with_capacity(query.len());
+    let mut changed = false;
+    let mut rest = query;
+    // Only `&` separates form parameters: after a `;` the name is redacted but not taken.
+    let mut after_semicolon = false;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let (segment, tail) = rest.split_at(end);
+        let (raw_name, _) = segment.split_once('=').unwrap_or((segment, ""));
+        let (name, value) = form_urlencoded::parse(segment.as_bytes()).next().unwrap_or_default();
+        if name.trim().eq_ignore_ascii_case(PARAM) {
+            if name == PARAM && !after_semicolon && credential.is_none() {
                 credential = Some(value.into_owned());
             }
-            redacted.append_pair(PARAM, "REDACTED");
+            changed = true;
+            redacted.push_str(raw_name);
+            redacted.push('=');
+            redacted.push_str(REDACTED);
+        } else if keys.contains(&value) {
+            changed = true;
+            redacted.push_str(raw_name);
+            redacted.push('=');
+            redacted.push_str(REDACTED);
         } else {
-            redacted.append_pair(&key, &value);
+            redacted.push_str(segment);
         }
+        let Some(separator) = tail.chars().next() else { break };
+        redacted.push(separator);
+        after_semicolon = separator == ';';
+        rest = &tail[1..];
     }
-    let path_and_query = format!("{}?{}", uri.path(), redacted.finish());
+    if !changed {
+        return None;
+    }
+    let path_and_query = format!("{}?{redacted}", uri.path());
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     Some((credential, Uri::from_parts(parts).ok()?))
@@ -102,9 +153,39 @@ mod tests {
     #[test]
     fn takes_the_key_out_of_the_uri() {
         let uri: Uri = "/v1/summaries/sum_1?wait=5&access_token=s%2Fecret&x=1".parse().unwrap();
-        let (credential, redacted) = split(&uri, uri.query().unwrap()).unwrap();
+        let (credential, redacted) = split(&uri, uri.query().unwrap(), &KnownKeys::default()).unwrap();
         assert_eq!(credential.as_deref(), Some("s/ecret"));
         assert_eq!(redacted.to_string(), "/v1/summaries/sum_1?wait=5&access_token=REDACTED&x=1");
+        let untouched: Uri = "/v1/questions?provider=a%20b&conversation_id=c".parse().unwrap();
+        assert!(split(&untouched, untouched.query().unwrap(), &KnownKeys::default()).is_none());
+    }
+
+    #[test]
+    fn redacts_every_spelling_of_the_parameter_but_takes_only_the_canonical_one() {
+        let keys = KnownKeys::default();
+        for (query, expected, taken) in [
+            ("access%5Ftoken=k1", "access%5Ftoken=REDACTED", Some("k1")),
+            ("ACCESS_TOKEN=k2&a=1", "ACCESS_TOKEN=REDACTED&a=1", None),
+            ("a=1;access_token=k3", "a=1;REDACTED", None),
+            ("Access%5fToken=k4;b=%41", "Access%5fToken=REDACTED;b=%41", None),
+            ("access_token", "access_token=REDACTED", Some("")),
+        ] {
+            let uri: Uri = format!("/v1/providers?{query}").parse().unwrap();
+            let (credential, redacted) = split(&uri, uri.query().unwrap(), &keys).unwrap();
+            let expected = expected.replace("a=1;REDACTED", "a=1;access_token=REDACTED");
+            assert_eq!(redacted.query(), Some(expected.as_str()), "{query}");
+            assert_eq!(credential.as_deref(), taken, "{query}");
+        }
+    }
+
+    #[test]
+    fn redacts_a_known_key_under_any_name() {
+        let key = "crm-test-key-0123456789";
+        let keys = KnownKeys::new([<[u8; 32]>::from(Sha256::digest(key))]);
+        let uri: Uri = format!("/v1/providers?token={key}&key=crm-test-key-0123456780").parse().unwrap();
+        let (credential, redacted) = split(&uri, uri.query().unwrap(), &keys).unwrap();
+        assert_eq!(credential, None);
+        assert_eq!(redacted.query(), Some("token=REDACTED&key=crm-test-key-0123456780"));
     }
 
     #[test]

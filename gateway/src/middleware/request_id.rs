@@ -1,12 +1,51 @@
-//! Request ids for requests that come without one: a random 64-bit prefix per
-//! process and a counter (`3f9c2a1b7d4e8c06-0000002a`). Unique across replicas
-//! without drawing randomness or formatting a UUID on every request.
+//! Request ids: the caller's `x-request-id` if it is one the gateway can echo
+//! safely (at most [`MAX_LEN`] visible ASCII characters), else a new one — a
+//! random 64-bit prefix per process and a counter (`3f9c2a1b7d4e8c06-0000002a`),
+//! unique across replicas without drawing randomness or formatting a UUID on
+//! every request. A caller's id that is replaced is logged (its length, never
+//! its bytes): 64 KiB or raw 0x80–0xFF bytes would otherwise be echoed into
+//! headers, bodies and log lines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::http::{HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use axum::http::HeaderValue;
+use tower_http::request_id::RequestId;
+
+use super::problem::X_REQUEST_ID;
+
+/// The longest caller-given request id kept.
+pub const MAX_LEN: usize = 128;
+
+/// Whether a caller's `x-request-id` is kept: 1–[`MAX_LEN`] visible ASCII characters.
+pub fn acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Keeps an acceptable `x-request-id`, or sets a new one (logging a replaced
+/// one), and puts it in the request's extensions ([`RequestId`]) for the layers
+/// below. A request mapper: `ServiceBuilder::map_request`.
+pub fn set_request_id<B>(make: &MakeId, mut req: http::Request<B>) -> http::Request<B> {
+    let id = match req.headers().get(X_REQUEST_ID) {
+        Some(value) if acceptable(value) => value.clone(),
+        given => {
+            let received = given.map(HeaderValue::len);
+            let id = make.next();
+            if let Some(received_bytes) = received {
+                tracing::info!(
+                    request_id = id.to_str().unwrap_or_default(),
+                    received_bytes,
+                    "the caller's x-request-id was replaced: it must be at most {MAX_LEN} visible ASCII characters"
+                );
+            }
+            req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    req.extensions_mut().insert(RequestId::new(id));
+    req
+}
 
 /// Makes `x-request-id` values.
 #[derive(Clone)]
@@ -23,6 +62,11 @@ impl Default for MakeId {
 }
 
 impl MakeId {
+    /// A new id, as text.
+    pub fn next_value(&self) -> String {
+        self.next().to_str().unwrap_or("unknown").to_owned()
+    }
+
     fn next(&self) -> HeaderValue {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -37,15 +81,25 @@ impl MakeId {
     }
 }
 
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(self.next()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_short_visible_ascii_ids_are_kept() {
+        for ok in ["r-1", "0f6e-ABC_x.y:z/1", &"a".repeat(MAX_LEN)] {
+            assert!(acceptable(&HeaderValue::from_str(ok).unwrap()), "{ok}");
+        }
+        for bad in [
+            HeaderValue::from_static(""),
+            HeaderValue::from_str(&"a".repeat(MAX_LEN + 1)).unwrap(),
+            HeaderValue::from_static("with space"),
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+            HeaderValue::from_bytes(b"tab\there").unwrap(),
+        ] {
+            assert!(!acceptable(&bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_are_distinct_and_shaped() {
