@@ -239,6 +239,14 @@ pub(crate) struct Envelope {
 }
 
 pub(crate) fn parse_envelope(answer: &Answer) -> Result<Envelope, ProviderError> {
+    if (500..=599).contains(&answer.status) {
+        // The PBX failing, as for the other vendors (and what the circuit breaker counts).
+        return Err(ProviderError::Unavailable {
+            message: format!("the PBX failed (HTTP {})", answer.status),
+            retry_after: answer.retry_after().unwrap_or(Duration::from_secs(5)),
+            vendor: VendorDetail::new(Some(answer.status), None, None),
+        });
+    }
     if answer.status != 200 {
         return Err(ProviderError::bad_answer(answer.status, &format!("HTTP {}", answer.status)));
     }
