@@ -62,6 +62,7 @@ pub const fn outcome(e: &ProviderError) -> &'static str {
         ProviderError::Rejected { .. } => "rejected",
         ProviderError::Unavailable { .. } => "unavailable",
         ProviderError::Overloaded { .. } => "overloaded",
+        ProviderError::CircuitOpen { .. } => "circuit_open",
         ProviderError::Timeout { .. } => "timeout",
     }
 }
