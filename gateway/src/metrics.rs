@@ -109,7 +109,7 @@ fn describe() {
     describe_gauge!(HTTP_IN_FLIGHT, "Requests being answered now.");
     describe_counter!(
         providers::metrics::VENDOR_CALLS,
-        "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status)."
+        "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status) if its adapter knows it, else other."
     );
     describe_histogram!(providers::metrics::VENDOR_DURATION, Unit::Seconds, "Vendor call latency.");
     describe_gauge!(

@@ -17,6 +17,7 @@ use crate::canonical::{Content, Conversation, Kind, Participant};
 use crate::commbox::CommBox;
 use crate::elevateai::ElevateAi;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
+use crate::metrics::VendorCodes;
 use crate::yeastar::Yeastar;
 
 /// What the caller asked for, validated against the API's shape.
@@ -250,7 +251,17 @@ impl Provider {
         operation: &'static str,
         call: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        self.breaker.run(crate::metrics::record(&self.name, self.type_name(), operation, call)).await
+        let codes = self.vendor_codes();
+        self.breaker.run(crate::metrics::record(&self.name, self.type_name(), codes, operation, call)).await
+    }
+
+    /// The codes its adapter knows (the `vendor_code` label's values).
+    const fn vendor_codes(&self) -> &'static VendorCodes {
+        match self.adapter {
+            Adapter::CommBox(_) => &crate::commbox::VENDOR_CODES,
+            Adapter::ElevateAi(_) => &crate::elevateai::VENDOR_CODES,
+            Adapter::Yeastar(_) => &crate::yeastar::VENDOR_CODES,
+        }
     }
 
     /// How to run its jobs, for vendors that answer asynchronously.

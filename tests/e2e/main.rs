@@ -19,4 +19,5 @@ mod openapi;
 mod otlp;
 mod redis_support;
 mod replicas;
+mod vendor_codes;
 mod yeastar;
