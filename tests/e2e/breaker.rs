@@ -1,6 +1,7 @@
 //! The per-provider circuit breaker: against a vendor that dies and comes back
-//! (the real binary, so its `/metrics` and its log are this test's alone), and
-//! vendor answers that must never open it.
+//! (the real binary, so its `/metrics` and its log are this test's alone),
+//! vendor answers that must never open it, a job's polls, and two replicas
+//! sharing Redis.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::common::{
     GatewayProcess, KEY, Setup, TestGateway, body_of, client, commbox_body, config_yaml, docs_request, elevateai_body,
     eventually, expect_problem, record,
 };
+use crate::redis_support::TestRedis;
 
 /// A vendor address that is dead — it accepts every connection and closes it at
 /// once, counting them — until [`Flaky::revive`]; then it forwards to `upstream`.
@@ -224,4 +226,43 @@ async fn a_jobs_polls_wait_out_an_open_breaker_without_calling_and_the_job_still
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(gw.commbox.stats().polls, polls_when_opened + 1, "while open the poller called nothing; then one trial");
     assert_eq!(cb.circuit_state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn with_redis_a_replica_whose_call_fails_while_anothers_breaker_is_open_opens_too() {
+    let redis = TestRedis::new("breaker");
+    let sim = YeastarSimulator::start(SimOptions::default()).await.unwrap();
+    let vendor = Flaky::start(sim.addr).await;
+    let store = format!("store:\n  redis_url: {}\n  key_prefix: {}\n", redis.url(), redis.prefix());
+    let pbx = "    circuit_breaker: { consecutive_failures: 3, open_for: 10s }";
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    file.write_all(format!("{store}{}", config_yaml(&vendor.url(), "", pbx)).as_bytes()).unwrap();
+    let (a, b) = (GatewayProcess::spawn(file.path(), &[]), GatewayProcess::spawn(file.path(), &[]));
+    let http = client();
+    let summarize = |gw: &GatewayProcess| {
+        http.post(format!("{}/v1/summaries", gw.url())).bearer_auth(KEY).json(&docs_request()).send()
+    };
+
+    for _ in 0..3 {
+        expect_problem(summarize(&a).await.unwrap(), 503, "provider_unavailable").await;
+    }
+    assert_eq!(status_of(&http, &a.url(), "pbx").await, "circuit_open");
+    let mark = format!("{}:{{shared:breaker:pbx:open}}", redis.prefix());
+    let left = crate::redis_support::pttl(&mut redis.connection(), &mark);
+    assert!((1..=10_000).contains(&left), "{mark}: PTTL {left}");
+
+    // B has seen nothing yet; its first failed call finds A's mark.
+    assert_eq!(status_of(&http, &b.url(), "pbx").await, "available");
+    expect_problem(summarize(&b).await.unwrap(), 503, "provider_unavailable").await;
+    assert_eq!(vendor.dead_hits(), 4);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&http, &b.url(), "pbx").await != "circuit_open" {
+        assert!(Instant::now() < deadline, "B did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        let problem = expect_problem(summarize(&b).await.unwrap(), 503, "provider_unavailable").await;
+        assert!(problem["detail"].as_str().unwrap().contains("circuit open"), "{problem}");
+    }
+    assert_eq!(vendor.dead_hits(), 4, "the fleet spent 4 calls on the dead vendor, not 3 per replica");
 }
