@@ -48,8 +48,8 @@ pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
 pub use crate::providers::{
-    COMMBOX_RETENTION, CommBoxConfig, CommonConfig, ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant,
-    ProviderConfig, VendorConfig, YeastarConfig,
+    COMMBOX_RETENTION, CircuitBreakerConfig, CommBoxConfig, CommonConfig, ELEVATEAI_ACCOUNT_CONCURRENCY,
+    ElevateAiConfig, ElevateAiVariant, ProviderConfig, VendorConfig, YeastarConfig,
 };
 pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;

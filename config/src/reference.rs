@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::providers::TYPE_DEFS;
 use crate::schema::properties;
 use crate::{
-    CommBoxConfig, CommonConfig, ENV_PREFIX, ElevateAiConfig, KeyConfig, RateLimit, ServerConfig, StoreConfig,
-    TelemetryConfig, WebhooksConfig, YeastarConfig,
+    CircuitBreakerConfig, CommBoxConfig, CommonConfig, ENV_PREFIX, ElevateAiConfig, KeyConfig, RateLimit, ServerConfig,
+    StoreConfig, TelemetryConfig, WebhooksConfig, YeastarConfig,
 };
 
 /// One table of the reference: a YAML section, or the keys of one provider type.
@@ -340,6 +340,7 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
         "KeyConfig" => serde_fields::<KeyConfig>(),
         "RateLimit" => serde_fields::<RateLimit>(),
         "CommonConfig" => serde_fields::<CommonConfig>(),
+        "CircuitBreakerConfig" => serde_fields::<CircuitBreakerConfig>(),
         _ => &[],
     }
 }

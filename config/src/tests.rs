@@ -265,3 +265,61 @@ fn the_redis_store_is_configured_and_checked() {
     }
     assert!(!messages.iter().any(|m| m.contains("redis:6380")), "the URL is not echoed: {messages:#?}");
 }
+
+#[test]
+fn circuit_breakers_take_partial_overrides_and_refuse_nonsense_with_their_paths() {
+    let yaml = r"
+auth: { keys: { a: { key: k } } }
+providers:
+  tuned:
+    type: yeastar
+    base_url: https://pbx.example.com
+    client_id: a
+    client_secret: b
+    circuit_breaker: { open_for: 5s, half_open_calls: 2 }
+  off:
+    type: yeastar
+    base_url: https://pbx.example.com
+    client_id: a
+    client_secret: b
+    circuit_breaker: { enabled: false }
+";
+    let config = Config::from_yaml(yaml, &env_of(&[])).expect("loads");
+    let tuned = &config.providers["tuned"].common.circuit_breaker;
+    assert_eq!((tuned.open_for, tuned.half_open_calls), (std::time::Duration::from_secs(5), 2));
+    assert_eq!(tuned.consecutive_failures, 5, "the keys not written keep their defaults");
+    assert!(tuned.enabled);
+    assert!(!config.providers["off"].common.circuit_breaker.enabled);
+
+    let yaml = r"
+auth: { keys: { a: { key: k } } }
+providers:
+  pbx:
+    type: yeastar
+    base_url: https://pbx.example.com
+    client_id: a
+    client_secret: b
+    circuit_breaker:
+      consecutive_failures: 0
+      failure_ratio: 1.5
+      min_calls: 0
+      window: 0s
+      open_for: 2h
+      half_open_calls: 0
+      open_when: never
+";
+    let got = messages(&Config::from_yaml(yaml, &env_of(&[])).unwrap_err());
+    assert!(got.iter().any(|m| m.starts_with("providers.pbx.circuit_breaker.open_when: unknown field")), "{got:?}");
+    let yaml = yaml.replace("      open_when: never\n", "");
+    let got = messages(&Config::from_yaml(&yaml, &env_of(&[])).unwrap_err());
+    for prefix in [
+        "providers.pbx.circuit_breaker.consecutive_failures: must be at least 1",
+        "providers.pbx.circuit_breaker.failure_ratio: must be a number above 0 and at most 1",
+        "providers.pbx.circuit_breaker.min_calls: must be at least 1",
+        "providers.pbx.circuit_breaker.window: must be longer than 0s",
+        "providers.pbx.circuit_breaker.open_for: must be longer than 0s and at most 1h",
+        "providers.pbx.circuit_breaker.half_open_calls: must be at least 1",
+    ] {
+        assert!(got.iter().any(|m| m.starts_with(prefix)), "missing `{prefix}` in:\n{}", got.join("\n"));
+    }
+}

@@ -22,6 +22,8 @@
 //! | `sg_http_protocol_errors_total` | counter | `reason` (`malformed`/`uri_too_long`/`head_too_large`/`other`) |
 //! | `sg_vendor_calls_total` | counter | `provider`, `operation`, `outcome`, `vendor_code` |
 //! | `sg_vendor_call_duration_seconds` | histogram | `provider`, `operation` |
+//! | `sg_provider_circuit_state` | gauge | `provider`: 0 closed, 1 open, 2 half-open |
+//! | `sg_provider_circuit_rejected_total` | counter | `provider`: refused by an open breaker, no vendor call |
 //! | `sg_cache_lookups_total` | counter | `provider`, `result` (`hit`/`miss`) |
 //! | `sg_rate_limited_total` | counter | `caller` |
 //! | `sg_jobs_polling` | gauge | jobs this replica polls now |
@@ -121,9 +123,17 @@ fn describe() {
     );
     describe_counter!(
         providers::metrics::VENDOR_CALLS,
-        "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status)."
+        "Vendor calls by provider, operation, outcome and the vendor's error code (or HTTP status) if its adapter knows it, else other."
     );
     describe_histogram!(providers::metrics::VENDOR_DURATION, Unit::Seconds, "Vendor call latency.");
+    describe_gauge!(
+        providers::breaker::CIRCUIT_STATE,
+        "Each provider's circuit breaker: 0 closed, 1 open (requests refused without a vendor call), 2 half-open (trial calls)."
+    );
+    describe_counter!(
+        providers::breaker::CIRCUIT_REJECTED,
+        "Requests refused by a provider's open circuit breaker, without a vendor call."
+    );
     describe_counter!(CACHE_LOOKUPS, "Summary requests answered from the store (hit) or sent on (miss).");
     describe_counter!(RATE_LIMITED, "Requests refused with 429, by caller.");
     describe_gauge!(JOBS_POLLING, "Pending vendor jobs this replica is polling.");

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::breaker::{Breaker, CircuitState};
 use crate::canonical::{Content, Conversation, Kind, Participant};
 use crate::commbox::CommBox;
 use crate::elevateai::ElevateAi;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
+use crate::metrics::VendorCodes;
 use crate::yeastar::Yeastar;
 
 /// What the caller asked for, validated against the API's shape.
@@ -113,12 +115,18 @@ pub enum ProviderStatus {
     Available,
     /// The vendor rejected the gateway's own credentials; requests fail fast.
     CredentialsRejected,
+    /// The vendor kept failing: its circuit breaker is open (or half-open, trying
+    /// it again with a few requests); others get 503 `provider_unavailable`
+    /// with `Retry-After` without a vendor call.
+    CircuitOpen,
 }
 
 /// One configured provider: its name and its vendor's adapter.
 pub struct Provider {
     name: Arc<str>,
     adapter: Adapter,
+    /// Around every vendor operation.
+    breaker: Breaker,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per configured provider, built once and shared behind an Arc")]
@@ -145,6 +153,7 @@ impl Provider {
         shared: Option<Arc<dyn crate::shared::SharedState>>,
     ) -> Result<Self, Vec<String>> {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        let breaker = Breaker::new(Arc::clone(&name), &config.common.circuit_breaker, shared.clone());
         let adapter = match &config.vendor {
             // CommBox's key has no login and no account-wide concurrency: nothing to share.
             VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c)?),
@@ -153,7 +162,7 @@ impl Provider {
             }
             VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y, shared)?),
         };
-        Ok(Self { name, adapter })
+        Ok(Self { name, adapter, breaker })
     }
 
     pub fn name(&self) -> &str {
@@ -221,7 +230,38 @@ impl Provider {
             Adapter::ElevateAi(e) => e.is_available(),
             Adapter::Yeastar(y) => y.is_available(),
         };
-        if available { ProviderStatus::Available } else { ProviderStatus::CredentialsRejected }
+        if !available {
+            ProviderStatus::CredentialsRejected
+        } else if self.breaker.state() == CircuitState::Closed {
+            ProviderStatus::Available
+        } else {
+            ProviderStatus::CircuitOpen
+        }
+    }
+
+    /// Where its circuit breaker is.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// One vendor operation: through the breaker (refused at once while it is
+    /// open), in a `vendor_call` span with its metrics.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let codes = self.vendor_codes();
+        self.breaker.run(crate::metrics::record(&self.name, self.type_name(), codes, operation, call)).await
+    }
+
+    /// The codes its adapter knows (the `vendor_code` label's values).
+    const fn vendor_codes(&self) -> &'static VendorCodes {
+        match self.adapter {
+            Adapter::CommBox(_) => &crate::commbox::VENDOR_CODES,
+            Adapter::ElevateAi(_) => &crate::elevateai::VENDOR_CODES,
+            Adapter::Yeastar(_) => &crate::yeastar::VENDOR_CODES,
+        }
     }
 
     /// How to run its jobs, for vendors that answer asynchronously.
@@ -269,7 +309,7 @@ impl Provider {
                 Adapter::Yeastar(y) => y.summarize(req).await.map(Started::Done),
             }
         };
-        crate::metrics::record(&self.name, self.type_name(), "start", call).await
+        self.call("start", call).await
     }
 
     /// Where a job started by [`Self::start`] is.
@@ -280,7 +320,7 @@ impl Provider {
                 Adapter::ElevateAi(_) | Adapter::Yeastar(_) => Err(no_such_feature("jobs to poll")),
             }
         };
-        crate::metrics::record(&self.name, self.type_name(), "poll", call).await
+        self.call("poll", call).await
     }
 
     /// Checks a question is one this provider can ask about this conversation; no vendor call.
@@ -320,7 +360,7 @@ impl Provider {
                 Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
             }
         };
-        crate::metrics::record(&self.name, self.type_name(), "ask", call).await
+        self.call("ask", call).await
     }
 
     /// The questions the vendor lists as asked about a conversation, in order.
@@ -331,7 +371,7 @@ impl Provider {
                 Adapter::CommBox(_) | Adapter::Yeastar(_) => Err(no_such_feature("questions")),
             }
         };
-        crate::metrics::record(&self.name, self.type_name(), "list_questions", call).await
+        self.call("list_questions", call).await
     }
 }
 

@@ -46,6 +46,13 @@ pub enum ProviderError {
     /// 503 `overloaded`: too many calls to this vendor already in flight or over its rate.
     #[error("too many requests to this provider are in flight; try again shortly")]
     Overloaded { retry_after: Duration },
+    /// 503 `provider_unavailable`, without a vendor call: the provider's circuit
+    /// breaker is open after the vendor kept failing ([`crate::breaker`]).
+    #[error(
+        "the provider has been failing; the gateway is not calling it for now (circuit open): retry in {}s",
+        retry_after.as_secs().max(1)
+    )]
+    CircuitOpen { retry_after: Duration },
     /// 504 `provider_timeout`: the vendor did not answer in time.
     #[error("the provider did not answer within {}", humantime::format_duration(*after))]
     Timeout { after: Duration },
@@ -59,7 +66,7 @@ impl ProviderError {
             | Self::NotReady { vendor, .. }
             | Self::Rejected { vendor, .. }
             | Self::Unavailable { vendor, .. } => Some(vendor),
-            Self::Overloaded { .. } | Self::Timeout { .. } => None,
+            Self::Overloaded { .. } | Self::CircuitOpen { .. } | Self::Timeout { .. } => None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`canonical`]: the summary resource callers see (API.md), with OpenAPI schemas.
 //! - [`content`]: sections → `content.text` / `content.markdown`, shared by all vendors.
 //! - [`adapter`]: [`Provider`], the one interface the gateway calls.
+//! - [`breaker`]: each provider's circuit breaker around its vendor calls.
 //! - [`error`]: vendor failures already classified by the gateway's error table.
 //! - [`outbound`]: the pooled HTTP transport with concurrency cap, rate limit and deadline.
 //! - [`language`]: BCP 47 tags in canonical case.
@@ -15,6 +16,7 @@
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
 pub mod adapter;
+pub mod breaker;
 pub mod canonical;
 pub mod commbox;
 pub mod content;
@@ -32,6 +34,7 @@ pub use adapter::{
     Asked, AskedQuestion, Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started,
     SummaryRequest,
 };
+pub use breaker::CircuitState;
 pub use canonical::{
     Content, Conversation, Kind, Participant, Party, Question, QuestionStatus, Section, Status, Summary, SummaryError,
 };

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc, clippy::must_use_candidate)]
 
 mod auth;
+mod breaker;
 mod cache;
 mod commbox;
 mod common;
@@ -19,4 +20,5 @@ mod openapi;
 mod otlp;
 mod redis_support;
 mod replicas;
+mod vendor_codes;
 mod yeastar;

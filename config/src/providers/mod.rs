@@ -4,6 +4,7 @@
 //! its `type` ([`VendorConfig`]). The two are parsed separately so that an
 //! unknown field is reported with its full YAML path whatever the type.
 
+mod circuit_breaker;
 mod commbox;
 mod elevateai;
 mod yeastar;
@@ -17,6 +18,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use self::circuit_breaker::CircuitBreakerConfig;
 pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
 pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
 pub use self::yeastar::YeastarConfig;
@@ -60,6 +62,20 @@ pub struct CommonConfig {
     /// checked, and every expression compiled, when the provider is built (`check-config`
     /// does it too).
     pub mappings: BTreeMap<String, BTreeMap<String, String>>,
+    /// The circuit breaker: while the vendor is down or failing (it cannot be
+    /// reached, answers 5xx, or does not answer within `timeout`) the breaker
+    /// opens, on whichever comes first: `consecutive_failures` failed calls in a
+    /// row, or `failure_ratio` of the calls within `window` once there were
+    /// `min_calls`. Then for `open_for` requests get 503 `provider_unavailable`
+    /// with `Retry-After` at once, without a call to the vendor, and
+    /// `GET /v1/providers` shows `status: circuit_open`; after it up to
+    /// `half_open_calls` trial calls go through: one that succeeds closes the
+    /// breaker, one that fails opens it again. Answers meaning "no such
+    /// conversation" or "not ready yet" (404, 409), errors the request caused
+    /// and the gateway's own `overloaded` never count as failures. With a shared
+    /// store (Redis), a replica whose call fails while another replica's breaker
+    /// is open opens its own too.
+    pub circuit_breaker: CircuitBreakerConfig,
 }
 
 impl Default for CommonConfig {
@@ -70,11 +86,13 @@ impl Default for CommonConfig {
             queue_timeout: Duration::from_secs(1),
             rate_limit: None,
             mappings: BTreeMap::new(),
+            circuit_breaker: CircuitBreakerConfig::default(),
         }
     }
 }
 
-pub(crate) const COMMON_FIELDS: &[&str] = &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings"];
+pub(crate) const COMMON_FIELDS: &[&str] =
+    &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings", "circuit_breaker"];
 
 /// Common keys whose default a vendor type changes: `(key, default, why)`.
 /// [`parse_provider`] applies them and the schema (so the reference) shows them.
@@ -321,6 +339,7 @@ impl CommonConfig {
         if let Some(limit) = &self.rate_limit {
             limit.validate(&join(path, "rate_limit"), errors);
         }
+        self.circuit_breaker.validate(&join(path, "circuit_breaker"), errors);
     }
 }
 

@@ -31,6 +31,11 @@ pub struct ProviderEntry {
     pub input: Input,
     /// Whether `POST /v1/questions` works with it.
     pub questions: bool,
+    /// `available`; `credentials_rejected` when the vendor refuses the gateway's
+    /// own credentials (it wins over the breaker); `circuit_open` while the
+    /// provider's circuit breaker is open or half-open after the vendor kept
+    /// failing (requests get 503 `provider_unavailable` with `Retry-After`,
+    /// without a vendor call, until a trial call succeeds).
     pub status: ProviderStatus,
 }
 

@@ -85,7 +85,9 @@ impl ApiError {
                 ProviderError::NotFound { .. } => StatusCode::NOT_FOUND,
                 ProviderError::NotReady { .. } => StatusCode::CONFLICT,
                 ProviderError::Rejected { .. } => StatusCode::BAD_GATEWAY,
-                ProviderError::Unavailable { .. } | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ProviderError::Unavailable { .. }
+                | ProviderError::CircuitOpen { .. }
+                | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             },
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -121,7 +123,7 @@ impl ApiError {
                 ProviderError::NotFound { .. } => "not_found",
                 ProviderError::NotReady { .. } => "conversation_not_ready",
                 ProviderError::Rejected { .. } => "provider_error",
-                ProviderError::Unavailable { .. } => "provider_unavailable",
+                ProviderError::Unavailable { .. } | ProviderError::CircuitOpen { .. } => "provider_unavailable",
                 ProviderError::Overloaded { .. } => "overloaded",
                 ProviderError::Timeout { .. } => "provider_timeout",
             },
@@ -140,6 +142,7 @@ impl ApiError {
             Self::Provider { source, .. } => match **source {
                 ProviderError::NotReady { retry_after, .. }
                 | ProviderError::Unavailable { retry_after, .. }
+                | ProviderError::CircuitOpen { retry_after }
                 | ProviderError::Overloaded { retry_after } => Some(retry_after),
                 _ => None,
             },
@@ -169,6 +172,9 @@ impl ApiError {
         if let Self::Internal(cause) = self {
             problem.internal_cause = Some(cause.clone());
         }
+        // The breaker logs when it opens and closes; a line per refused request is noise.
+        problem.expected =
+            matches!(self, Self::Provider { source, .. } if matches!(**source, ProviderError::CircuitOpen { .. }));
         problem
     }
 }
@@ -203,6 +209,11 @@ pub struct Problem {
     #[serde(skip)]
     #[schema(ignore)]
     pub internal_cause: Option<String>,
+    /// A 5xx that is logged elsewhere once rather than per request (an open
+    /// circuit breaker): the edge logs it at debug. Never serialized.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub expected: bool,
 }
 
 impl Problem {
@@ -219,6 +230,7 @@ impl Problem {
             provider_code: None,
             provider_message: None,
             internal_cause: None,
+            expected: false,
         }
     }
 }
@@ -296,6 +308,7 @@ mod tests {
                 503,
                 "provider_unavailable",
             ),
+            (provider(ProviderError::CircuitOpen { retry_after: d }), 503, "provider_unavailable"),
             (provider(ProviderError::Overloaded { retry_after: d }), 503, "overloaded"),
             (provider(ProviderError::Timeout { after: d }), 504, "provider_timeout"),
         ];

@@ -51,7 +51,7 @@ fn finish(mut response: Response, request_id: Option<&HeaderValue>, ctx: Problem
     if let Some(cause) = &problem.internal_cause {
         // A bug of the gateway's own: the cause is logged, never sent.
         tracing::error!(status = problem.status, code = %problem.code, %cause, "request failed");
-    } else if problem.status >= 500 {
+    } else if problem.status >= 500 && !problem.expected {
         // A vendor or the store failed: already mapped, worth a warning.
         tracing::warn!(
             status = problem.status,

@@ -31,7 +31,13 @@ use crate::adapter::{Completed, JobFailure, JobPolicy, Polled, Started, SummaryR
 use crate::canonical::{Content, Kind};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
+use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, Outbound};
+
+/// CommBox's errors carry no code of their own: the statuses its adapter tells
+/// apart are the `vendor_code` label's values.
+pub const VENDOR_CODES: VendorCodes =
+    VendorCodes { codes: &[], statuses: &["200", "400", "401", "403", "404", "429", "500", "502", "503", "504"] };
 
 /// CommBox refuses shorter texts; the gateway refuses them first, without a call.
 pub const MIN_TEXT_CHARS: usize = 150;

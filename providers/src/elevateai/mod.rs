@@ -33,6 +33,7 @@ use crate::adapter::{Asked, AskedQuestion, Completed, JobFailure, SummaryRequest
 use crate::canonical::Kind;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::Mappings;
+use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, Outbound};
 use crate::shared::SharedState;
 
@@ -41,6 +42,26 @@ pub const MAX_QUESTION_CHARS: usize = 250;
 
 /// Questions the vendor answers per interaction.
 pub const QUESTION_ALLOWANCE: usize = 5;
+
+/// The `code`s of ElevateAI's error bodies (unpublished: the ones the simulator
+/// assumes, see `fixtures/README.md`) and the statuses its adapter tells apart:
+/// the `vendor_code` label's values.
+pub const VENDOR_CODES: VendorCodes = VendorCodes {
+    codes: &[
+        "UNAUTHORIZED",
+        "INTERACTION_NOT_FOUND",
+        "MODEL_TIMEOUT",
+        "INTERACTION_NOT_PROCESSED",
+        "QUESTION_LIMIT_REACHED",
+        "QUESTION_TOO_LONG",
+        "QUESTION_NOT_ANSWERABLE",
+        "INVALID_REQUEST",
+        "TOO_MANY_REQUESTS",
+        "INTERNAL_ERROR",
+        "GATEWAY_TIMEOUT",
+    ],
+    statuses: &["200", "401", "403", "404", "408", "409", "422", "429", "500", "502", "503", "504"],
+};
 
 /// Header carrying the API token.
 const TOKEN_HEADER: &str = "x-api-token";

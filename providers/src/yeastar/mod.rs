@@ -29,11 +29,23 @@ use crate::adapter::{Completed, SummaryRequest};
 use crate::canonical::{Content, Kind, Participant, Party};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
+use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, Outbound};
 use crate::shared::SharedState;
 
 /// Errcode: the access token expired (refresh and retry once).
 const TOKEN_EXPIRED: i64 = 10_004;
+
+/// The errcodes PROVIDERS.md lists (and 0: an answer without a summary; 20002:
+/// a refused login, the simulator's guess), and the statuses told apart: the
+/// `vendor_code` label's values.
+pub const VENDOR_CODES: VendorCodes = VendorCodes {
+    codes: &[
+        "-2", "-1", "0", "2", "10001", "10004", "10005", "20002", "40001", "40002", "60001", "60002", "70004", "70087",
+        "70120",
+    ],
+    statuses: &crate::metrics::COMMON_STATUSES,
+};
 
 /// The Yeastar adapter of one configured provider.
 pub struct Yeastar {
@@ -239,6 +251,14 @@ pub(crate) struct Envelope {
 }
 
 pub(crate) fn parse_envelope(answer: &Answer) -> Result<Envelope, ProviderError> {
+    if (500..=599).contains(&answer.status) {
+        // The PBX failing, as for the other vendors (and what the circuit breaker counts).
+        return Err(ProviderError::Unavailable {
+            message: format!("the PBX failed (HTTP {})", answer.status),
+            retry_after: answer.retry_after().unwrap_or(Duration::from_secs(5)),
+            vendor: VendorDetail::new(Some(answer.status), None, None),
+        });
+    }
     if answer.status != 200 {
         return Err(ProviderError::bad_answer(answer.status, &format!("HTTP {}", answer.status)));
     }

@@ -268,3 +268,16 @@ async fn a_renewal_lock_left_by_a_dead_replica_is_waited_out_then_taken() {
     assert_eq!(sim.sim.stats().logins, 1);
     assert_eq!(fleet_record(&memory).await["generation"], 1);
 }
+
+#[test]
+fn an_http_5xx_from_the_pbx_is_unavailable_and_other_non_200_a_bad_answer() {
+    let answer = |status: u16| Answer { status, headers: http::HeaderMap::new(), body: bytes::Bytes::new() };
+    for status in [500, 502, 504] {
+        let err = parse_envelope(&answer(status)).err().unwrap();
+        assert!(matches!(&err, ProviderError::Unavailable { vendor, .. } if vendor.status == Some(status)), "{err:?}");
+    }
+    for status in [301, 404, 418] {
+        let err = parse_envelope(&answer(status)).err().unwrap();
+        assert!(matches!(err, ProviderError::Rejected { .. }), "{status}: {err:?}");
+    }
+}
