@@ -177,6 +177,12 @@ impl Summaries {
                 Err(ProviderError::NotFound { message, vendor }) => {
                     Some(End::Failed(failed("provider_error", message, &vendor)))
                 }
+                Err(e @ ProviderError::CircuitOpen { .. }) => {
+                    // The breaker logged its opening once; a poll it refuses is not news.
+                    failures += 1;
+                    tracing::debug!(summary_id = %job.id, provider = %job.provider, failures, error = %e, "poll refused by the open circuit; backing off");
+                    None
+                }
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(summary_id = %job.id, provider = %job.provider, failures, error = %e, "polling a job failed; backing off");
