@@ -27,6 +27,7 @@
 //! | `sg_cache_lookups_total` | counter | `provider`, `result` (`hit`/`miss`) |
 //! | `sg_rate_limited_total` | counter | `caller` |
 //! | `sg_jobs_polling` | gauge | jobs this replica polls now |
+//! | `sg_long_polls_waiting` | gauge | requests parked in `?wait` / `Prefer: wait` on this replica now |
 //! | `sg_jobs_finished_total` | counter | `provider`, `status` (`done`/`failed`) |
 //! | `sg_webhook_deliveries_total` | counter | `result` (`delivered`/`retry`/`given_up`) |
 //! | `sg_store_errors_total` | counter | `reason` (`timeout`/`refused`/`lost`/`breaker_open`/`other`) |
@@ -50,6 +51,7 @@ pub const HTTP_IN_FLIGHT: &str = "sg_http_requests_in_flight";
 pub const CACHE_LOOKUPS: &str = "sg_cache_lookups_total";
 pub const RATE_LIMITED: &str = "sg_rate_limited_total";
 pub const JOBS_POLLING: &str = "sg_jobs_polling";
+pub const LONG_POLLS_WAITING: &str = "sg_long_polls_waiting";
 pub const JOBS_FINISHED: &str = "sg_jobs_finished_total";
 pub const WEBHOOK_DELIVERIES: &str = "sg_webhook_deliveries_total";
 pub const STORE_ERRORS: &str = "sg_store_errors_total";
@@ -137,6 +139,7 @@ fn describe() {
     describe_counter!(CACHE_LOOKUPS, "Summary requests answered from the store (hit) or sent on (miss).");
     describe_counter!(RATE_LIMITED, "Requests refused with 429, by caller.");
     describe_gauge!(JOBS_POLLING, "Pending vendor jobs this replica is polling.");
+    describe_gauge!(LONG_POLLS_WAITING, "Requests parked in ?wait / Prefer: wait on this replica now.");
     describe_counter!(JOBS_FINISHED, "Vendor jobs that ended, by provider and final status.");
     describe_counter!(
         WEBHOOK_DELIVERIES,

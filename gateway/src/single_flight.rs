@@ -74,7 +74,9 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    /// Paused time: the work's sleep ends only once every task is idle, i.e.
+    /// after all ten callers have joined the flight.
+    #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_run_and_the_key_is_freed() {
         let flights = Arc::new(SingleFlight::<usize>::default());
         let runs = Arc::new(AtomicUsize::new(0));

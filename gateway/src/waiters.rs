@@ -65,6 +65,11 @@ impl<T: Clone> Waiters<T> {
         self.channels().get(id).map_or(0, watch::Sender::receiver_count)
     }
 
+    /// Requests waiting, over every id (`sg_long_polls_waiting`).
+    pub fn total(&self) -> usize {
+        self.channels().values().map(watch::Sender::receiver_count).sum()
+    }
+
     /// Summaries with at least one waiter (for tests and metrics).
     pub fn len(&self) -> usize {
         self.channels().len()

@@ -96,9 +96,26 @@ struct Balancer {
     odd: Mutex<Vec<String>>,
     next: AtomicUsize,
     stop: AtomicBool,
+    /// Per replica, requests of the load answered so far.
+    answered: Vec<AtomicUsize>,
+    /// Notified at every answer of the load.
+    progress: tokio::sync::Notify,
 }
 
 impl Balancer {
+    /// Waits until replica `i` has answered `counts[i]` requests of the load, for every `i`.
+    async fn until_answered(&self, counts: &[usize]) {
+        loop {
+            let notified = self.progress.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if counts.iter().zip(&self.answered).all(|(want, got)| got.load(Ordering::SeqCst) >= *want) {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified).await.expect("the load makes progress");
+        }
+    }
+
     fn start(urls: Vec<String>) -> Arc<Self> {
         let n = urls.len();
         let lb = Arc::new(Self {
@@ -108,6 +125,8 @@ impl Balancer {
             odd: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            answered: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            progress: tokio::sync::Notify::new(),
         });
         for replica in 0..n {
             let lb = Arc::clone(&lb);
@@ -264,9 +283,11 @@ async fn generate_load(lb: Arc<Balancer>, run: Duration, every: Duration, concur
             unsent.push(Sent { replica: usize::MAX, at, load, answer: Err("no ready replica".into()) });
             continue;
         };
-        let (http, url) = (http.clone(), lb.urls[replica].clone());
+        let (http, url, lb) = (http.clone(), lb.urls[replica].clone(), Arc::clone(&lb));
         in_flight.push(tokio::spawn(async move {
             let answer = send(&http, &url, load).await;
+            lb.answered[replica].fetch_add(1, Ordering::SeqCst);
+            lb.progress.notify_waiters();
             drop(permit);
             Sent { replica, at, load, answer }
         }));
@@ -430,8 +451,8 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     let run = Duration::from_secs(4);
     let load = tokio::spawn(generate_load(Arc::clone(&lb), run, Duration::from_millis(7), 16));
 
-    // Mid-run, the rollout reaches A.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Mid-run (once both replicas have answered a good part of the load), the rollout reaches A.
+    lb.until_answered(&[80, 80]).await;
     let signalled = Instant::now();
     let exit = sigterm(a);
     let stragglers = stragglers(&lb, a_url);

@@ -382,10 +382,17 @@ async fn a_wait_on_one_replica_wakes_when_the_job_completes_on_another() {
             })
         })
         .collect();
-    // Nothing outside B shows that a long-poll is parked: give the requests time
-    // to get there. Were they late, they would find the job final in the store
-    // and the test would still pass, never fail spuriously.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B's metrics show its long-polls parked: only then is the job released,
+    // so the wake-up across replicas is what answers them.
+    let parked = Instant::now();
+    loop {
+        let metrics = c.get(1, "/metrics").send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "sg_long_polls_waiting 10") {
+            break;
+        }
+        assert!(parked.elapsed() < Duration::from_secs(10), "B's long-polls never parked:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(waits.iter().all(|w| !w.is_finished()), "waits on B are parked while the job is pending");
 
     c.commbox.sim.release();

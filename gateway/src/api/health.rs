@@ -70,6 +70,8 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     metrics::gauge!(crate::metrics::STORE_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
     #[allow(clippy::cast_precision_loss, reason = "a count of jobs, far below 2^52")]
     metrics::gauge!(crate::metrics::JOBS_POLLING).set(app.summaries.polling() as f64);
+    #[allow(clippy::cast_precision_loss, reason = "a count of parked requests, far below 2^52")]
+    metrics::gauge!(crate::metrics::LONG_POLLS_WAITING).set(app.summaries.waiters.total() as f64);
     metrics::gauge!(crate::metrics::DRAINING).set(if app.draining.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
     let body = crate::metrics::handle().render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
