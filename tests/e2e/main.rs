@@ -8,6 +8,7 @@ mod cache;
 mod commbox;
 mod common;
 mod config;
+mod demo;
 mod drain;
 mod elevateai;
 mod errors;
