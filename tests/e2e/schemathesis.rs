@@ -34,9 +34,10 @@ fn schemathesis() -> PathBuf {
     });
     match installed {
         Some(st) if st.is_file() => st,
-        _ => panic!(
-            "Schemathesis {PINNED} is not installed (no SG_SCHEMATHESIS, nothing in the cache): \
-             run the suite with `bash scripts/test.sh`, which installs it from PyPI"
+        tried => panic!(
+            "Schemathesis {PINNED} is not installed (looked for {}): run the suite with \
+             `bash scripts/test.sh`, which installs it from PyPI and sets SG_SCHEMATHESIS",
+            tried.map_or_else(|| "SG_SCHEMATHESIS, HOME unset".to_owned(), |p| p.display().to_string())
         ),
     }
 }
