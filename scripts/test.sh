@@ -4,7 +4,8 @@
 # SG_TEST_REDIS_URL (default redis://127.0.0.1:6379). If none does, this starts
 # one (installing Debian's redis-server if it is missing). Tests use key
 # prefixes of their own and delete their keys; nothing is written to disk.
-# tests/deploy needs kubectl (installed from Debian if missing, below).
+# tests/deploy needs kubectl (installed from Debian if missing, below), and
+# tests/e2e/schemathesis.rs Schemathesis (installed from PyPI if missing, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,23 @@ if ! command -v kubectl >/dev/null; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq kubernetes-client >/dev/null
 fi
+
+# tests/e2e/schemathesis.rs runs Schemathesis (PyPI) against the demo: a pinned
+# version in a virtualenv of its own under the user's cache, installed once.
+# The test reads its path from SG_SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+st_venv="${XDG_CACHE_HOME:-$HOME/.cache}/summary-gateway/schemathesis-${SCHEMATHESIS_VERSION}"
+if ! "${st_venv}/bin/st" --version 2>/dev/null | grep -qF "${SCHEMATHESIS_VERSION}"; then
+  echo "--- installing Schemathesis ${SCHEMATHESIS_VERSION} (PyPI) into ${st_venv}"
+  command -v python3 >/dev/null || { echo "python3 (3.9 or later, with venv and pip) is needed for Schemathesis" >&2; exit 1; }
+  # An interrupted install leaves an `st` that does not run (or is not there): the
+  # check above fails next time, and this starts again from nothing.
+  rm -rf "${st_venv}"
+  mkdir -p "$(dirname "${st_venv}")"
+  python3 -m venv "${st_venv}"
+  "${st_venv}/bin/pip" install --quiet --disable-pip-version-check --no-input "schemathesis==${SCHEMATHESIS_VERSION}"
+fi
+export SG_SCHEMATHESIS="${st_venv}/bin/st"
 
 port="${SG_TEST_REDIS_PORT:-6379}"
 if [[ -z "${SG_TEST_REDIS_URL:-}" ]]; then

@@ -87,6 +87,14 @@ impl Config {
         Self::from_figment(&figment, &process_env)
     }
 
+    /// Parses YAML text, then applies `SUMMARY_GATEWAY__...` overrides from the
+    /// environment and resolves `*_env` secrets from it, as [`Config::load`] does
+    /// for a file (the demo's built-in configuration).
+    pub fn from_yaml_with_env_overrides(yaml: &str) -> Result<Self, ConfigErrors> {
+        let figment = Figment::from(Yaml::string(yaml)).merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(&figment, &process_env)
+    }
+
     /// Parses YAML text alone (no environment overrides); `*_env` secrets are
     /// looked up with `env`.
     pub fn from_yaml(yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {

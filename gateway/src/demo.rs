@@ -1,5 +1,7 @@
 //! `summary-gateway demo`: the gateway on the embedded store with in-process
-//! vendor simulators, so a newcomer can `curl` a summary at once.
+//! vendor simulators, so a newcomer can `curl` a summary at once. The
+//! configuration is `config/examples/demo.yaml` plus the `SUMMARY_GATEWAY__*`
+//! environment overrides, as for `serve`.
 
 use std::net::SocketAddr;
 
@@ -18,14 +20,24 @@ pub struct Simulators {
     pub elevateai: elevateai::RunningSimulator,
 }
 
-/// The demo configuration, with the simulators' addresses filled in.
-pub fn config(listen: SocketAddr, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
+/// Where the demo listens unless `--listen` or `SUMMARY_GATEWAY__SERVER__LISTEN` says otherwise.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// The demo configuration, with the simulators' addresses filled in, then the
+/// `SUMMARY_GATEWAY__*` environment overrides applied as for a config file
+/// (`SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES=10 summary-gateway demo`). `listen`
+/// is `--listen`: given, it wins over the environment.
+pub fn config(listen: Option<SocketAddr>, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
     let yaml = include_str!("../../config/examples/demo.yaml")
-        .replace("${LISTEN}", &listen.to_string())
+        .replace("${LISTEN}", &listen.unwrap_or(DEFAULT_LISTEN).to_string())
         .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
         .replace("${COMMBOX_URL}", &sims.commbox.base_url())
         .replace("${ELEVATEAI_URL}", &sims.elevateai.base_url());
-    Config::from_yaml(&yaml, &gateway_config::process_env)
+    let mut config = Config::from_yaml_with_env_overrides(&yaml)?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    Ok(config)
 }
 
 /// Starts the simulators the demo configuration points at.

@@ -31,10 +31,12 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// The gateway with in-process vendor simulators and the embedded store.
+    /// The gateway with in-process vendor simulators and the embedded store
+    /// (SUMMARY_GATEWAY__* environment overrides apply).
     Demo {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Where to listen [default: 127.0.0.1:8080, or SUMMARY_GATEWAY__SERVER__LISTEN].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Run a vendor simulator as a process.
     Simulate {
@@ -189,7 +191,7 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) 
     }
 }
 
-async fn run_demo(listen: SocketAddr) -> ExitCode {
+async fn run_demo(listen: Option<SocketAddr>) -> ExitCode {
     let sim = match demo::start_simulators().await {
         Ok(sim) => sim,
         Err(e) => {
@@ -200,8 +202,12 @@ async fn run_demo(listen: SocketAddr) -> ExitCode {
     let config = match demo::config(listen, &sim) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("summary-gateway: the demo configuration is invalid:\n{errors}");
-            return ExitCode::FAILURE;
+            // With SUMMARY_GATEWAY__* overrides, a problem is the caller's: exit 2 as serve does.
+            eprintln!("summary-gateway: the demo configuration has {} problem(s):", errors.0.len());
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
         }
     };
     let code = serve_config(config, Some(demo::banner)).await;

@@ -269,6 +269,26 @@ mod tests {
         );
     }
 
+    /// A delivery already in the outbox (queued by an older build, or through a
+    /// name that has since changed) is checked again at send time, with the same
+    /// rule as `callback_url`: an IPv4 address inside an IPv6 transition prefix is
+    /// not sent to, literal or resolved.
+    #[tokio::test]
+    async fn deliveries_check_the_address_again_at_send_time() {
+        let yaml = "auth:\n  keys:\n    crm:\n      key: k\n      webhook_secret: whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=\n\
+                    providers:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: a\n    client_secret: b\n";
+        let config = Config::from_yaml(yaml, &|_| None).unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(1 << 20));
+        let webhooks = Webhooks::new(&config, store, Arc::new(Notify::new())).unwrap();
+        for url in ["http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/", "http://[::ffff:0:a9fe:a9fe]/"] {
+            let target = crate::store::CallbackTarget { caller: "crm".into(), url: url.into() };
+            let delivery = Delivery::new("sum_0", target, "{}".into(), now_ms());
+            assert_eq!(webhooks.send(&delivery).await, Err("the URL's address is not public".to_owned()), "{url}");
+        }
+        let resolved = reqwest::dns::Resolve::resolve(&PublicOnly, "localhost".parse().unwrap()).await;
+        assert!(resolved.is_err_and(|e| e.to_string().contains("no public address")));
+    }
+
     #[test]
     fn retries_back_off_exponentially_to_the_cap() {
         let config = WebhooksConfig {

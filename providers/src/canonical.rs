@@ -77,9 +77,35 @@ pub struct Conversation {
     /// Yeastar: whose summary (`caller` → `src_ext_id`, `callee` → `dst_ext_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub party: Option<Party>,
-    /// Yeastar: the extension's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Yeastar: the extension's id. An integer: `3202`, or `3202.0` (JSON Schema's
+    /// `integer` is any number without a fraction), at most 2^53 − 1 (I-JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral")]
+    #[schema(maximum = 9_007_199_254_740_991_f64)]
     pub extension_id: Option<u64>,
+}
+
+/// The largest integer every JSON implementation reads exactly (RFC 7493 §2.2).
+pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
+
+/// An integer as JSON Schema means it: a number with no fractional part, so
+/// `3202.0` is `3202`, as the OpenAPI document (`type: integer`) promises.
+/// Negative, fractional or past [`MAX_JSON_INTEGER`] is an error.
+fn integral<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let value = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        // Exact: a float with no fraction in 0..=2^53 converts without loss.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=MAX_JSON_INTEGER as f64).contains(&f) => Some(f as u64),
+        _ => None,
+    };
+    match value {
+        Some(n) if n <= MAX_JSON_INTEGER => Ok(Some(n)),
+        _ => Err(D::Error::custom(format!("`{number}` is not an integer from 0 to {MAX_JSON_INTEGER}"))),
+    }
 }
 
 /// The vendor's structure made uniform.
@@ -116,7 +142,8 @@ pub struct SummaryError {
     pub code: String,
     pub message: String,
     pub provider_status: Option<u16>,
-    #[schema(value_type = Option<Object>)]
+    /// The vendor's own code as it sent it: a string (ElevateAI) or a number (Yeastar `errcode`).
+    #[schema(value_type = Option<Value>)]
     pub provider_code: Option<Value>,
     pub provider_message: Option<String>,
 }
@@ -180,4 +207,31 @@ pub struct Question {
     pub error: Option<SummaryError>,
     /// RFC 3339: when it was asked.
     pub created_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extension_id(json: &str) -> Result<Option<u64>, String> {
+        serde_json::from_str::<Conversation>(&format!(r#"{{"id":"c","extension_id":{json}}}"#))
+            .map(|c| c.extension_id)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn extension_ids_are_integers_as_json_schema_means_them() {
+        assert_eq!(extension_id("3202"), Ok(Some(3202)));
+        assert_eq!(extension_id("3202.0"), Ok(Some(3202)));
+        assert_eq!(extension_id("3.202e3"), Ok(Some(3202)));
+        assert_eq!(extension_id("0"), Ok(Some(0)));
+        assert_eq!(extension_id("null"), Ok(None));
+        assert_eq!(extension_id("9007199254740991"), Ok(Some(MAX_JSON_INTEGER)));
+        // 17 significant digits: read exactly (serde_json's float_roundtrip), so still integral.
+        assert_eq!(extension_id("4004254499144226.0"), Ok(Some(4_004_254_499_144_226)));
+        for bad in ["3202.5", "-1", "-1.0", "9007199254740992", "1e300", "\"3202\"", "true"] {
+            assert!(extension_id(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(serde_json::from_str::<Conversation>(r#"{"id":"c"}"#).unwrap().extension_id, None);
+    }
 }

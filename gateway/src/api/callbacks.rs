@@ -25,7 +25,7 @@ use crate::summaries::is_summary_id;
     path = "/callbacks/{provider}/{token}",
     tag = "callbacks",
     params(
-        ("provider" = String, Path, description = "The provider's name"),
+        ("provider" = String, Path, min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "The provider's name"),
         ("token" = String, Path, description = "The provider's callback token (from its config)"),
         ("id" = String, Query, description = "The summary id the gateway put in the callback URL"),
     ),
@@ -34,6 +34,8 @@ use crate::summaries::is_summary_id;
         (status = 204, description = "Noted: the job is polled now (or had already ended)"),
         (status = 400, description = "invalid_request: no summary id, or a job of another vendor action", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: unknown provider or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "request_timeout: the request (head or body) arrived too slowly", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large: the body is over `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn vendor_callback(

@@ -7,6 +7,11 @@
 //! - [`callbacks`]: `POST /callbacks/{provider}/{token}` (vendors calling back; open, token-guarded).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`json`]: the JSON body extractor (415/413/400).
+//!
+//! Provider names are documented with `pattern: ^[a-z0-9][a-z0-9_-]{0,62}$`,
+//! what `gateway-config` accepts (1-63 characters of a-z, 0-9, `-` and `_`,
+//! starting with a letter or digit); the attributes take literals, so it is
+//! written at each use and tests/e2e/openapi.rs checks they agree.
 //! - `/openapi.json`: the document itself.
 
 pub mod callbacks;
@@ -68,6 +73,20 @@ pub enum CallerProblems {
     /// rate_limited: the key is over its limit (with `Retry-After` and `RateLimit-*`).
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
+}
+
+/// Problems of reading a JSON request body.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyProblems {
+    /// request_timeout: the request (head or body) arrived too slowly.
+    #[response(status = 408, content_type = "application/problem+json")]
+    RequestTimeout(Problem),
+    /// payload_too_large: the body is over `server.max_body_bytes`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Problem),
+    /// unsupported_media_type: the body is not JSON (`Content-Type: application/json`).
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
 }
 
 /// Problems of a request that reaches a vendor.

@@ -13,7 +13,7 @@ use url::form_urlencoded;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
-use super::{CallerProblems, VendorProblems};
+use super::{BodyProblems, CallerProblems, VendorProblems};
 use crate::app::App;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
 use crate::middleware::auth::Caller;
@@ -24,11 +24,26 @@ use crate::summaries::CacheStatus;
 #[serde(deny_unknown_fields)]
 pub struct AskQuestion {
     /// A configured provider's name that answers questions.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub provider: String,
     /// `{"id": "<interaction GUID>"}`.
+    #[schema(value_type = InteractionRef)]
     pub conversation: Conversation,
-    /// At most 250 characters.
+    /// At most 250 characters once whitespace runs are collapsed to one space (else 422
+    /// `question_too_long`); not blank.
+    #[schema(pattern = "\\S")]
     pub question: String,
+}
+
+/// The conversation a question is about: the interaction's GUID, nothing else
+/// (documentation of `AskQuestion.conversation`, read as a `Conversation`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct InteractionRef {
+    /// The interaction's GUID (`8-4-4-4-12` hex digits).
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    id: String,
 }
 
 /// Earlier questions and answers about a conversation.
@@ -46,10 +61,11 @@ pub struct QuestionList {
     responses(
         (status = 200, description = "Answered, or `failed` when the vendor could not answer (it still spent one question). \
             A question asked before is answered from the store (`Cache-Status: summary-gateway; hit`).", body = Question),
-        (status = 400, description = "invalid_request: malformed body, or the conversation id is not a GUID", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_request: malformed body, a blank question, or the conversation id is not a GUID", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: the key may not use this provider", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "question_limit_reached: the vendor's per-interaction allowance (5) is spent; or conversation_not_ready", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "question_too_long (over 250 characters), unknown_provider, unsupported_kind (the provider answers no questions)", body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
         CallerProblems,
         VendorProblems,
     ),
@@ -86,8 +102,11 @@ pub async fn ask_question(
     path = "/v1/questions",
     tag = "questions",
     params(
-        ("provider" = String, Query, description = "A provider that answers questions"),
-        ("conversation_id" = String, Query, description = "The interaction's GUID"),
+        ("provider" = String, Query, min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$",
+            description = "A provider that answers questions"),
+        ("conversation_id" = String, Query,
+            pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            description = "The interaction's GUID"),
     ),
     responses(
         (status = 200, body = QuestionList),

@@ -14,7 +14,7 @@ use url::form_urlencoded;
 use utoipa::ToSchema;
 
 use super::json::JsonBody;
-use super::{CallerProblems, VendorProblems};
+use super::{BodyProblems, CallerProblems, VendorProblems};
 use crate::app::App;
 use crate::callback::check_callback_url;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
@@ -29,7 +29,8 @@ pub const MAX_WAIT_SECS: u64 = 60;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSummary {
-    /// A configured provider's name (`GET /v1/providers`).
+    /// A configured provider's name (`GET /v1/providers`); another is 422 `unknown_provider`.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub provider: String,
     /// `summary` (default), `details`, `action_items`, `coaching`, `topics` or `composition`.
     #[serde(default)]
@@ -55,20 +56,26 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
     path = "/v1/summaries",
     tag = "summaries",
     request_body = CreateSummary,
-    params(("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): hold up to N seconds (≤ 60) for a final result")),
+    params(("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): hold up to N seconds for a final result. \
+        A preference, so never an error: N over 60 is taken as 60 (less if `server.request_timeout` is shorter), \
+        anything unreadable is ignored, and `Preference-Applied: wait=M` says how long the gateway held it.")),
     responses(
         (status = 200, description = "A final resource (`completed` or `failed`)", body = providers::Summary,
-            headers(("Cache-Status" = String, description = "`summary-gateway; hit` or `summary-gateway; fwd=miss` (RFC 9211)"))),
+            headers(("Cache-Status" = String, description = "`summary-gateway; hit` or `summary-gateway; fwd=miss` (RFC 9211)")),
+            links(("GetSummary" = (operation_id = "get_summary", parameters(("id" = "$response.body#/id")),
+                description = "The same resource, later")))),
         (status = 202, description = "Pending (asynchronous vendors): poll `Location`, or wait for the webhook", body = providers::Summary,
             headers(
                 ("Location" = String, description = "`/v1/summaries/{id}`"),
                 ("Retry-After" = u64, description = "Seconds before polling again"),
-            )),
+                ("Preference-Applied" = String, description = "`wait=M` when `Prefer: wait` was given (RFC 7240)"),
+            ),
+            links(("GetSummary" = (operation_id = "get_summary", parameters(("id" = "$response.body#/id")),
+                description = "Poll it (`?wait=N` to hold until it is final)")))),
         (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: the key may not use this provider", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown_provider, unsupported_kind, unsupported_language, text_too_short, invalid_callback_url", body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
         CallerProblems,
         VendorProblems,
     ),
@@ -106,11 +113,18 @@ pub async fn create_summary(
     };
     let id = summary_id(provider.name(), &req);
     let (stored, cache) = app.summaries.get_or_create(provider, &id, req, callback).await?;
-    let stored = match wait {
-        Some(wait) => app.summaries.wait_final(&id, stored, bounded_wait(&app, wait)).await?,
+    let applied = wait.map(|wait| bounded_wait(&app, wait));
+    let stored = match applied {
+        Some(wait) => app.summaries.wait_final(&id, stored, wait).await?,
         None => stored,
     };
     let mut response = summary_response(&stored, cache);
+    // RFC 7240 §3: the preference applied, with its value after the cap.
+    if let Some(wait) = applied
+        && let Ok(value) = HeaderValue::try_from(format!("wait={}", wait.as_secs()))
+    {
+        response.headers_mut().insert("preference-applied", value);
+    }
     if stored.status == Status::Pending {
         *response.status_mut() = StatusCode::ACCEPTED;
         let location = format!("/v1/summaries/{id}");
@@ -155,14 +169,18 @@ fn retry_after(provider: &Provider) -> HeaderValue {
     path = "/v1/summaries/{id}",
     tag = "summaries",
     params(
-        ("id" = String, Path, description = "`sum_` + 32 hex digits"),
-        ("wait" = Option<u64>, Query, description = "Hold up to N seconds (≤ 60) until the summary is final"),
+        ("id" = String, Path, pattern = "^sum_[0-9a-f]{32}$", description = "`sum_` + 32 lowercase hex digits"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
+            description = "Hold up to N seconds (0-60; less if `server.request_timeout` is shorter) until the summary is final. \
+            A parameter, so checked: outside 0-60 is 400 `invalid_request` (`Prefer: wait` on POST is a preference, capped instead)"),
     ),
     responses(
         (status = 200, description = "The resource (`pending` ones with `Retry-After`)", body = providers::Summary),
-        (status = 400, description = "invalid_request: not a summary id, or a bad `wait`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_request: not a summary id, or a `wait` outside 0-60", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: the key may not use this summary's provider", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such summary", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "provider_unavailable: the shared store cannot be read (with `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "provider_timeout: no answer within `server.request_timeout`", body = Problem, content_type = "application/problem+json"),
         CallerProblems,
     ),
     security(("bearer" = []), ("access_token" = []))
@@ -204,6 +222,18 @@ fn summary_response(stored: &StoredSummary, cache: CacheStatus) -> Response {
     response
 }
 
+/// How `wait` works, one rule for both forms: the gateway holds a request at
+/// most [`MAX_WAIT_SECS`] (and less than `server.request_timeout`).
+///
+/// - `?wait=N` on `GET /v1/summaries/{id}` is a parameter of the API, declared
+///   `minimum: 0, maximum: 60` in the OpenAPI document: a value outside it is
+///   400 `invalid_request`, like every parameter outside its documented range
+///   (a caller that asked for 120 s learns it will not get them).
+/// - `Prefer: wait=N` on `POST /v1/summaries` is a preference (RFC 7240): a
+///   server may honour it in part but must not fail a request over it, so N is
+///   capped at 60, anything unreadable ignored, and `Preference-Applied:
+///   wait=M` tells the caller the hold it got.
+///
 /// `?wait=N`: 0..=60 seconds.
 fn parse_wait(query: Option<&str>) -> Result<Option<u64>, ApiError> {
     let Some(query) = query else { return Ok(None) };
@@ -221,8 +251,9 @@ fn parse_wait(query: Option<&str>) -> Result<Option<u64>, ApiError> {
     Ok(None)
 }
 
-/// `Prefer: wait=N` (RFC 7240), N capped at 60; anything unparseable is ignored,
-/// as RFC 7240 asks of preferences a server does not understand.
+/// `Prefer: wait=N` (RFC 7240), N capped at 60 however many digits it has;
+/// anything unparseable is ignored, as RFC 7240 asks of preferences a server
+/// does not understand (see [`parse_wait`] for the rule).
 fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get_all("prefer")
@@ -234,7 +265,12 @@ fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
             if !name.trim().eq_ignore_ascii_case("wait") {
                 return None;
             }
-            value.trim().trim_matches('"').parse::<u64>().ok()
+            let digits = value.trim().trim_matches('"');
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // Past u64 is still "more than 60".
+            Some(digits.parse::<u64>().unwrap_or(u64::MAX))
         })
         .map(|secs| Duration::from_secs(secs.min(MAX_WAIT_SECS)))
 }
@@ -257,6 +293,8 @@ mod tests {
         assert_eq!(prefer_wait(&headers("wait=5")), Some(Duration::from_secs(5)));
         assert_eq!(prefer_wait(&headers("respond-async, wait=10")), Some(Duration::from_secs(10)));
         assert_eq!(prefer_wait(&headers("wait=600")), Some(Duration::from_secs(60)));
+        assert_eq!(prefer_wait(&headers("wait=99999999999999999999999")), Some(Duration::from_secs(60)));
+        assert_eq!(prefer_wait(&headers("wait=-1")), None);
         assert_eq!(prefer_wait(&headers("return=minimal")), None);
         assert_eq!(prefer_wait(&headers("wait=soon")), None);
         assert_eq!(prefer_wait(&HeaderMap::new()), None);

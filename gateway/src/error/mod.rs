@@ -198,9 +198,9 @@ pub struct Problem {
     /// The vendor's HTTP status, if a vendor answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_status: Option<u16>,
-    /// The vendor's own error code, if it gave one.
+    /// The vendor's own error code, if it gave one, as it sent it: a string or a number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub provider_code: Option<Value>,
     /// The vendor's own short message, if it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
-//! The embedded store: a bounded in-memory cache (moka) with a TTL per entry
-//! for summaries; jobs and the webhook outbox in maps under one mutex (never
+//! The embedded store: a bounded in-memory cache (moka, least recently used
+//! evicted first, every new entry admitted) with a TTL per entry for summaries; jobs and the webhook outbox in maps under one mutex (never
 //! held across an await). One replica only; a restart loses everything,
 //! pending jobs and undelivered webhooks included.
 
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::Expiry;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use super::{CallbackTarget, Delivery, Job, QuestionLedger, Store, StoreError, StoredSummary, now_ms};
@@ -71,6 +72,12 @@ impl MemoryStore {
                 u32::try_from(key.len() + entry.summary.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
+            // Least recently used goes first, and every new entry is admitted.
+            // moka's default, TinyLFU, refuses a newcomer less popular than the
+            // entries it would evict: when full, a pending job's resource (the
+            // `Location` of a 202) or a summary just paid for at the vendor would
+            // not be stored at all — the GET would be a 404 or a second vendor call.
+            .eviction_policy(EvictionPolicy::lru())
             .build();
         Self { summaries, state: Mutex::new(State::default()) }
     }
@@ -238,6 +245,48 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get_summary("a").await.unwrap().is_none());
         assert!(store.get_summary("b").await.unwrap().is_some());
+    }
+
+    /// A new entry is always admitted, evicting the least recently used: a
+    /// pending job's resource (the `Location` a 202 just gave) or a summary just
+    /// paid for at the vendor must be readable at once, however popular the
+    /// entries already cached are. (moka's default TinyLFU admission refused
+    /// such one-hit newcomers when the cache was full: the GET answered 404.)
+    #[tokio::test]
+    async fn a_new_entry_is_admitted_when_the_cache_is_full_of_popular_ones() {
+        let store = MemoryStore::new(64 * 1024);
+        let big = StoredSummary { body: Bytes::from(vec![b'x'; 4096]), ..summary() };
+        for i in 0..30 {
+            store.put_summary(&format!("hot{i}"), big.clone(), Duration::from_secs(60)).await.unwrap();
+            for _ in 0..5 {
+                store.get_summary(&format!("hot{i}")).await.unwrap();
+            }
+        }
+        store.summaries.run_pending_tasks();
+        let job = Job {
+            id: "sum_new".into(),
+            provider: "cb".into(),
+            request: providers::SummaryRequest {
+                kind: providers::Kind::Summary,
+                language: None,
+                conversation: providers::Conversation::default(),
+            },
+            vendor_ref: "action-1".into(),
+            created_at_ms: 0,
+            deadline_ms: u64::MAX,
+            callbacks: Vec::new(),
+        };
+        store
+            .create_job(job, StoredSummary { status: Status::Pending, ..big.clone() }, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store.put_summary("fresh", big.clone(), Duration::from_secs(60)).await.unwrap();
+        store.summaries.run_pending_tasks();
+        assert!(store.get_summary("sum_new").await.unwrap().is_some(), "the pending job's resource was not admitted");
+        assert!(store.get_summary("fresh").await.unwrap().is_some(), "a new summary was not admitted");
+        // The least recently used went instead, and the bound still holds.
+        assert!(store.get_summary("hot0").await.unwrap().is_none());
+        assert!(store.summaries.weighted_size() <= 64 * 1024, "{}", store.summaries.weighted_size());
     }
 
     #[tokio::test]
