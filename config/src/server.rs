@@ -55,7 +55,7 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The request body must arrive in full within this long of its head;
     /// otherwise 408 `request_timeout` (the caller was too slow, not the vendor).
-    /// Never longer than `request_timeout` (the smaller of the two applies).
+    /// At most nine tenths of `request_timeout` applies, so the 408 comes before the request's 504.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "Humantime")]
     pub body_read_timeout: Duration,
@@ -85,8 +85,23 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The body-read deadline that applies: `body_read_timeout`, never longer than `request_timeout`.
+    /// The body-read deadline that applies: `body_read_timeout`, but at most
+    /// nine tenths of `request_timeout`, so that a stalled body is the caller's
+    /// 408 and never loses the race to the request's 504.
     pub fn effective_body_read_timeout(&self) -> Duration {
-        self.body_read_timeout.min(self.request_timeout)
+        self.body_read_timeout.min(self.request_timeout.mul_f64(0.9))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_read_deadline_comes_before_the_request_deadline() {
+        let mut server = ServerConfig::default();
+        assert_eq!(server.effective_body_read_timeout(), Duration::from_secs(10));
+        server.request_timeout = Duration::from_secs(6);
+        assert_eq!(server.effective_body_read_timeout(), Duration::from_millis(5400));
     }
 }

@@ -38,7 +38,7 @@ use axum::body::Body;
 use gateway_config::ServerConfig;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -72,12 +72,15 @@ const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// `middleware::limits` accepts (8 KiB URI, 32 KiB of headers) and more.
 const MAX_BUFFER_BYTES: usize = 64 * 1024;
 
-/// At most this many refusals are being written at once; past it a refused
-/// connection is closed without an answer (it would only cost more sockets).
+/// At most this many refused connections linger to read what their clients
+/// still send; past it a refused connection is closed right after its answer.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
-/// How long writing a refusal (and reading what the client sent meanwhile) may take.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a refusal is written, how long the request the client may be sending
+/// is waited for (and read, so that closing does not reset the connection
+/// before the client has read the answer). Short: a client that sends nothing
+/// must not hold a refusal's place.
+const REFUSAL_LINGER: Duration = Duration::from_millis(50);
 
 /// At most one log line this often about refused connections or accept errors.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -187,10 +190,11 @@ pub async fn serve(
                     "connection cap reached: refusing new connections with 503 (see sg_connections_refused_total)"
                 );
             }
-            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-                let id = ids.next_value();
+            if let Some(tcp) = refuse(tcp, &ids.next_value())
+                && let Ok(permit) = Arc::clone(&refusals).try_acquire_owned()
+            {
                 tokio::spawn(async move {
-                    refuse(tcp, &id).await;
+                    linger(tcp).await;
                     drop(permit);
                 });
             }
@@ -211,8 +215,11 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Writes a `503 overloaded` problem to a connection over the cap and closes it.
-async fn refuse(mut tcp: TcpStream, request_id: &str) {
+/// Writes a `503 overloaded` problem to a connection over the cap, at once and
+/// without waiting (the socket's send buffer is empty: a few hundred bytes
+/// fit), and closes its sending side. Returns the socket if it may still be
+/// worth reading from (see [`linger`]).
+fn refuse(tcp: TcpStream, request_id: &str) -> Option<TcpStream> {
     let mut problem = Problem::new(
         http::StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
@@ -220,18 +227,40 @@ async fn refuse(mut tcp: TcpStream, request_id: &str) {
     );
     request_id.clone_into(&mut problem.request_id);
     let body = serde_json::to_vec(&problem).unwrap_or_default();
-    let head = format!(
+    let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\n\
          x-request-id: {request_id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
-    );
-    let answer = async {
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(&body).await?;
-        tcp.shutdown().await?;
-        // Read what the client sent so that closing does not reset the
-        // connection before it has read the answer.
-        let mut sink = [0u8; 4096];
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    let mut written = 0;
+    while written < answer.len() {
+        match tcp.try_write(&answer[written..]) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => written += n,
+        }
+    }
+    let tcp = tcp.into_std().ok()?;
+    tcp.shutdown(std::net::Shutdown::Write).ok()?;
+    // What the client sent already is read, so that closing now does not reset
+    // the connection before it has read the answer.
+    let mut sink = [0u8; 4096];
+    loop {
+        match io::Read::read(&mut &tcp, &mut sink) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return None,
+        }
+    }
+    TcpStream::from_std(tcp).ok()
+}
+
+/// Reads, for [`REFUSAL_LINGER`], what a refused client is still sending, then closes.
+async fn linger(tcp: TcpStream) {
+    let mut sink = [0u8; 4096];
+    let drain = async {
         loop {
             tcp.readable().await?;
             match tcp.try_read(&mut sink) {
@@ -242,7 +271,7 @@ async fn refuse(mut tcp: TcpStream, request_id: &str) {
             }
         }
     };
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }
 
 /// Serves one connection until it closes, a deadline closes it, or the server
