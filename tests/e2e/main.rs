@@ -18,4 +18,5 @@ mod openapi;
 mod otlp;
 mod redis_support;
 mod replicas;
+mod vendor_memory;
 mod yeastar;
