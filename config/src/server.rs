@@ -1,6 +1,7 @@
 //! `server:` — where and how the gateway listens.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -65,6 +66,25 @@ pub struct ServerConfig {
     /// Omit: derived from the process's open-file limit (raised to its hard
     /// limit at start), leaving room for vendor, store and webhook connections.
     pub max_connections: Option<usize>,
+    /// Most bytes of vendor answers held in memory at once, over all providers
+    /// together. Each answer is read whole before it is mapped (at most 8 MiB,
+    /// or half this budget if that is smaller; a larger one gets 502
+    /// `provider_error`, a `Content-Length` over it before a byte is read) and
+    /// holds its bytes of the budget until it has been mapped; an answer that
+    /// does not fit in what is left gets 503 `overloaded` with `Retry-After`.
+    /// Size it well under the memory limit: the gateway idles near 20 MiB, and
+    /// on top of the budget come up to about half a MiB of read buffer per
+    /// vendor connection (`max_concurrency` of every provider) and the parsed
+    /// answers. The default, 32 MiB, suits `deploy/`'s 256 Mi limit.
+    pub vendor_buffer_bytes: NonZeroUsize,
+}
+
+impl ServerConfig {
+    /// 32 MiB: see [`Self::vendor_buffer_bytes`].
+    pub const DEFAULT_VENDOR_BUFFER_BYTES: NonZeroUsize = match NonZeroUsize::new(32 * 1024 * 1024) {
+        Some(bytes) => bytes,
+        None => NonZeroUsize::MIN,
+    };
 }
 
 impl Default for ServerConfig {
@@ -80,6 +100,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(10),
             max_connections: None,
+            vendor_buffer_bytes: Self::DEFAULT_VENDOR_BUFFER_BYTES,
         }
     }
 }

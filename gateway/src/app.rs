@@ -86,9 +86,11 @@ impl App {
             } else {
                 (Arc::new(MemoryStore::new(config.store.max_bytes)), None)
             };
+        // One budget for every provider: it bounds what the process holds.
+        let budget = providers::outbound::AnswerBudget::new(config.server.vendor_buffer_bytes.get());
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let built = Provider::from_config_shared(provider, shared.clone())
+            let built = Provider::from_config_shared(provider, shared.clone(), &budget)
                 .map_err(|e| InitError::Provider(name.clone(), e))?;
             providers.insert(name.clone(), Arc::new(built));
         }

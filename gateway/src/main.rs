@@ -11,6 +11,12 @@ use gateway_config::Config;
 use summary_gateway::{App, demo, run, shutdown_signal, telemetry};
 use tokio::net::TcpListener;
 
+/// jemalloc rather than glibc malloc: freed memory goes back to the OS (its
+/// background thread purges pages unused for a second, `.cargo/config.toml`),
+/// where glibc kept tens of MiB per burst of vendor answers in its arenas.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "summary-gateway", version, about = "One endpoint and one schema for conversation-summary vendors")]
 struct Cli {

@@ -18,6 +18,7 @@ use crate::commbox::CommBox;
 use crate::elevateai::ElevateAi;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::metrics::VendorCodes;
+use crate::outbound::AnswerBudget;
 use crate::yeastar::Yeastar;
 
 /// What the caller asked for, validated against the API's shape.
@@ -139,28 +140,33 @@ enum Adapter {
 impl Provider {
     /// Builds the adapter of a configured provider (clients, token state,
     /// compiled mappings). Errors are every problem found, each with its path
-    /// under the provider (`mappings.topics.items: ...`).
+    /// under the provider (`mappings.topics.items: ...`). Its answers are
+    /// buffered within a budget of its own (the default size).
     pub fn from_config(config: &ProviderConfig) -> Result<Self, Vec<String>> {
-        Self::from_config_shared(config, None)
+        Self::from_config_shared(config, None, &AnswerBudget::default())
     }
 
     /// [`Self::from_config`] for one replica of several: what must be one for
     /// the whole fleet (Yeastar's token, ElevateAI's account concurrency) is
     /// kept in `shared`. If the shared store fails, each replica falls back to
-    /// its own token and its own cap. `None` is [`Self::from_config`].
+    /// its own token and its own cap. `None`: this replica alone. `budget`:
+    /// the bytes of vendor answers all of the process's providers buffer at once.
     pub fn from_config_shared(
         config: &ProviderConfig,
         shared: Option<Arc<dyn crate::shared::SharedState>>,
+        budget: &AnswerBudget,
     ) -> Result<Self, Vec<String>> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let breaker = Breaker::new(Arc::clone(&name), &config.common.circuit_breaker, shared.clone());
         let adapter = match &config.vendor {
             // CommBox's key has no login and no account-wide concurrency: nothing to share.
-            VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c)?),
+            VendorConfig::CommBox(c) => Adapter::CommBox(CommBox::new(Arc::clone(&name), &config.common, c, budget)?),
             VendorConfig::ElevateAi(e) => {
-                Adapter::ElevateAi(ElevateAi::new(Arc::clone(&name), &config.common, e, shared)?)
+                Adapter::ElevateAi(ElevateAi::new(Arc::clone(&name), &config.common, e, shared, budget)?)
             }
-            VendorConfig::Yeastar(y) => Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y, shared)?),
+            VendorConfig::Yeastar(y) => {
+                Adapter::Yeastar(Yeastar::new(Arc::clone(&name), &config.common, y, shared, budget)?)
+            }
         };
         Ok(Self { name, adapter, breaker })
     }

@@ -11,6 +11,16 @@
 //! when the [`Slot`] is dropped, or when its ttl passes if its holder died. If
 //! the shared store fails, the local semaphore alone decides (with a warning).
 //!
+//! Answers are read whole before they are mapped, each at most 8 MiB, and all
+//! of them together at most an [`AnswerBudget`]: one per process, shared by
+//! every provider's `Outbound`. Every byte allocated for an [`Answer`]'s body
+//! holds one permit of the budget until the answer is dropped. A
+//! `Content-Length` over the per-call limit is refused before a byte is read, a
+//! known length takes its whole share up front, and a chunked answer takes its
+//! share a segment at a time as it arrives. What does not fit in the budget's rest
+//! is refused with [`ProviderError::Overloaded`] and the connection dropped
+//! (the vendor stops sending when the gateway stops reading).
+//!
 //! When the gateway exports spans ([`enable_trace_context`], set once at start),
 //! each exchange gets a `vendor_http` client span (method, host, port, status:
 //! never the URL, whose query may hold a token) and carries its W3C trace
@@ -23,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use gateway_config::{CommonConfig, RateLimit};
+use bytes::Bytes;
+use gateway_config::{CommonConfig, RateLimit, ServerConfig};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -36,6 +46,13 @@ use crate::shared::{SharedError, SharedState};
 
 /// Vendor answers larger than this are refused rather than buffered.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// `Retry-After` of an answer refused because the budget is spent: answers
+/// held now are mapped and dropped within milliseconds.
+const BUDGET_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// At most one warning this often while answers are refused for the budget.
+const BUDGET_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// A fleet slot outlives the longest exchange by this much before a dead
 /// holder's slot is taken back.
@@ -56,6 +73,23 @@ pub struct Outbound {
     limiter: Option<DefaultDirectRateLimiter>,
     /// The cap shared with the other replicas, if the vendor's is account-wide.
     fleet: Option<Arc<FleetSlots>>,
+    /// The bytes of answers all providers may buffer at once.
+    budget: AnswerBudget,
+}
+
+/// The bytes of vendor answers a process buffers at once, over every provider
+/// (`server.vendor_buffer_bytes`): a semaphore with one permit per byte.
+/// Clones share the budget.
+#[derive(Clone)]
+pub struct AnswerBudget {
+    inner: Arc<BudgetInner>,
+}
+
+struct BudgetInner {
+    bytes: Arc<Semaphore>,
+    total: usize,
+    /// When a refusal was last logged.
+    warned_at: Mutex<Option<Instant>>,
 }
 
 /// A slot in the provider's concurrency limit, held for the whole vendor exchange.
@@ -82,11 +116,183 @@ struct FleetSlot {
     token: String,
 }
 
-/// A vendor's HTTP answer, read in full.
+/// A vendor's HTTP answer, read in full. Its body's bytes are held in the
+/// [`AnswerBudget`] until it is dropped.
 pub struct Answer {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl Answer {
+    /// An answer holding no budget, for adapters' unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(status: u16, body: Bytes) -> Self {
+        let budget = AnswerBudget::new(0);
+        let held = budget.try_take(0).unwrap_or_else(|| unreachable!("no bytes asked"));
+        Self { status, headers: http::HeaderMap::new(), body, _budget: held }
+    }
+}
+
+impl AnswerBudget {
+    /// A budget of `bytes` (at most [`Semaphore::MAX_PERMITS`]).
+    pub fn new(bytes: usize) -> Self {
+        let total = bytes.min(Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(BudgetInner { bytes: Arc::new(Semaphore::new(total)), total, warned_at: Mutex::new(None) }),
+        }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    /// The bytes not held by an answer right now.
+    pub fn available(&self) -> usize {
+        self.inner.bytes.available_permits()
+    }
+
+    /// The largest answer one call may buffer: the per-call limit, or half the
+    /// budget if that is smaller (joining chunks takes their length twice), so
+    /// that an answer refused for the budget fits once the others are done.
+    pub fn per_call(&self) -> usize {
+        MAX_ANSWER_BYTES.min(self.inner.total / 2)
+    }
+
+    /// `bytes` of the budget, or `None` (never waiting) if fewer are left.
+    pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = u32::try_from(bytes).ok()?;
+        Arc::clone(&self.inner.bytes).try_acquire_many_owned(permits).ok()
+    }
+
+    /// [`Self::try_take`], or 503 `overloaded` (logged at most once a minute).
+    fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ProviderError> {
+        self.try_take(bytes).ok_or_else(|| {
+            let mut warned_at = self.inner.warned_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if warned_at.is_none_or(|at| at.elapsed() >= BUDGET_WARN_EVERY) {
+                *warned_at = Some(Instant::now());
+                tracing::warn!(
+                    budget_bytes = self.inner.total,
+                    available_bytes = self.available(),
+                    wanted_bytes = bytes,
+                    "vendor answers refused: server.vendor_buffer_bytes is spent by the answers being read"
+                );
+            }
+            ProviderError::Overloaded { retry_after: BUDGET_RETRY_AFTER }
+        })
+    }
+}
+
+/// A budget of its own, the size of `server.vendor_buffer_bytes`' default: for
+/// a provider built alone (tests, `check-config`).
+impl Default for AnswerBudget {
+    fn default() -> Self {
+        Self::new(ServerConfig::DEFAULT_VENDOR_BUFFER_BYTES.get())
+    }
+}
+
+/// An answer's body as it is read. A known length is copied into one buffer
+/// of that size, its budget taken before the first byte. An unknown length is
+/// copied into segments of [`SEGMENT_BYTES`], each taking its budget before
+/// it is allocated, and joined once at the end. Segments rather than one
+/// doubling buffer: in a burst the freed halves of doubling buffers stay with
+/// the allocator and cost about as much again as the budget; equal segments
+/// are reused. Copied rather than kept as they come: hyper's chunks share its
+/// read buffer, and a vendor sending tiny chunks would pin far more than their bytes.
+struct Buffer<'a> {
+    budget: &'a AnswerBudget,
+    /// The per-call limit.
+    limit: usize,
+    status: u16,
+    body: Body,
+    len: usize,
+    /// The budget of every byte allocated for the body.
+    held: OwnedSemaphorePermit,
+}
+
+enum Body {
+    /// A `Content-Length`: a buffer of that capacity.
+    Known(Vec<u8>),
+    /// Full segments and the one being filled.
+    Segments(Vec<Vec<u8>>),
+}
+
+/// The size of the segments an answer of unknown length is read into (or the
+/// per-call limit, if smaller).
+const SEGMENT_BYTES: usize = 64 * 1024;
+
+impl<'a> Buffer<'a> {
+    /// An empty buffer; `length` (a `Content-Length`) is refused over the
+    /// per-call limit, else taken from the budget at once.
+    fn new(budget: &'a AnswerBudget, status: u16, length: Option<u64>) -> Result<Self, ProviderError> {
+        let limit = budget.per_call();
+        let known = match length.map(usize::try_from) {
+            None => None,
+            Some(Ok(n)) if n <= limit => Some(n),
+            Some(_) => return Err(too_large(status)),
+        };
+        let held = budget.take(known.unwrap_or(0))?;
+        let body = known.map_or_else(|| Body::Segments(Vec::new()), |n| Body::Known(Vec::with_capacity(n)));
+        Ok(Self { budget, limit, status, body, len: 0, held })
+    }
+
+    /// Adds a chunk: over the per-call limit it is a 502, past the budget a 503.
+    fn push(&mut self, mut chunk: &[u8]) -> Result<(), ProviderError> {
+        if self.len + chunk.len() > self.limit {
+            return Err(too_large(self.status));
+        }
+        self.len += chunk.len();
+        match &mut self.body {
+            // Its whole budget is held already (hyper refuses a body longer
+            // than its `Content-Length`).
+            Body::Known(bytes) => bytes.extend_from_slice(chunk),
+            Body::Segments(segments) => {
+                // Within the limit, so never more than one segment of it.
+                let size = SEGMENT_BYTES.min(self.limit);
+                while !chunk.is_empty() {
+                    let room = segments.last().map_or(0, |last| size - last.len());
+                    if room == 0 {
+                        self.held.merge(self.budget.take(size)?);
+                        segments.push(Vec::with_capacity(size));
+                        continue;
+                    }
+                    let (now, rest) = chunk.split_at(chunk.len().min(room));
+                    if let Some(last) = segments.last_mut() {
+                        last.extend_from_slice(now);
+                    }
+                    chunk = rest;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer, its body in one piece. Joining several segments needs
+    /// their length once more for a moment, taken from the budget too.
+    fn into_answer(self, headers: http::HeaderMap) -> Result<Answer, ProviderError> {
+        let Self { budget, status, body, len, mut held, .. } = self;
+        let body = match body {
+            Body::Known(bytes) => Bytes::from(bytes),
+            Body::Segments(mut segments) if segments.len() <= 1 => Bytes::from(segments.pop().unwrap_or_default()),
+            Body::Segments(segments) => {
+                let mut joining = budget.take(len)?;
+                let mut joined = Vec::with_capacity(len);
+                for segment in segments {
+                    joined.extend_from_slice(&segment);
+                }
+                // The answer holds what it keeps: its joined length.
+                std::mem::swap(&mut held, &mut joining);
+                Bytes::from(joined)
+            }
+        };
+        Ok(Answer { status, headers, body, _budget: held })
+    }
+}
+
+fn too_large(status: u16) -> ProviderError {
+    ProviderError::bad_answer(status, "a body larger than the gateway accepts")
 }
 
 impl Answer {
@@ -98,8 +304,9 @@ impl Answer {
 }
 
 impl Outbound {
-    /// Builds the pooled client. `user_agent` is sent on every request.
-    pub fn new(common: &CommonConfig, user_agent: &str) -> Result<Self, reqwest::Error> {
+    /// Builds the pooled client. `user_agent` is sent on every request; answers
+    /// are buffered within `budget`, shared with the process's other providers.
+    pub fn new(common: &CommonConfig, user_agent: &str, budget: AnswerBudget) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(user_agent)
@@ -118,6 +325,7 @@ impl Outbound {
             queue_timeout: common.queue_timeout,
             limiter: common.rate_limit.as_ref().map(limiter),
             fleet: None,
+            budget,
         })
     }
 
@@ -184,7 +392,8 @@ impl Outbound {
         answer
     }
 
-    /// Awaits the response and reads its body, within the provider's deadline.
+    /// Awaits the response and reads its body within the provider's deadline
+    /// and the answer budget.
     async fn exchange(
         &self,
         sent: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
@@ -193,14 +402,12 @@ impl Outbound {
             let mut response = sent.await.map_err(|e| self.transport_error(&e))?;
             let status = response.status().as_u16();
             let headers = std::mem::take(response.headers_mut());
-            let mut body = BytesMut::new();
+            // Refused here, the response is dropped unread and its connection closed.
+            let mut body = Buffer::new(&self.budget, status, response.content_length())?;
             while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err(ProviderError::bad_answer(status, "a body larger than the gateway accepts"));
-                }
-                body.extend_from_slice(&chunk);
+                body.push(&chunk)?;
             }
-            Ok(Answer { status, headers, body: body.freeze() })
+            body.into_answer(headers)
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -383,5 +590,109 @@ mod tests {
         clock.advance(Duration::from_millis(1));
         assert!(limiter.check().is_ok(), "one request every 2 s at 0.5/s");
         assert!(limiter.check().is_err());
+    }
+
+    const KIB: usize = 1024;
+
+    /// A `Content-Length` of `n` bytes.
+    #[allow(clippy::unnecessary_wraps, reason = "what `Buffer::new` takes")]
+    fn known(n: usize) -> Option<u64> {
+        Some(n as u64)
+    }
+
+    /// A chunk of `n` bytes.
+    fn chunk(n: usize) -> Vec<u8> {
+        vec![b'a'; n]
+    }
+
+    fn answer(buffer: Buffer<'_>) -> Result<Answer, ProviderError> {
+        buffer.into_answer(http::HeaderMap::new())
+    }
+
+    #[test]
+    fn answers_hold_their_bytes_of_the_budget_until_dropped() {
+        let budget = AnswerBudget::new(1024 * KIB);
+        let mut first = Buffer::new(&budget, 200, None).unwrap();
+        assert_eq!(budget.available(), 1024 * KIB, "nothing taken before a byte arrives");
+        first.push(&chunk(10 * KIB)).unwrap();
+        assert_eq!(budget.available(), 960 * KIB, "a segment taken before it is allocated");
+        first.push(&chunk(60 * KIB)).unwrap();
+        assert_eq!(budget.available(), 896 * KIB, "a second segment");
+        let first = answer(first).unwrap();
+        assert_eq!(first.body.len(), 70 * KIB);
+        assert_eq!(budget.available(), 954 * KIB, "joined, the answer holds its length");
+
+        // A known length takes its share up front; the clone shares the budget.
+        let shared = budget.clone();
+        let mut second = Buffer::new(&shared, 200, known(300 * KIB)).unwrap();
+        assert_eq!(budget.available(), 654 * KIB);
+        second.push(&chunk(300 * KIB)).unwrap();
+        assert_eq!(budget.available(), 654 * KIB, "no more for the bytes of a known length");
+        drop(second);
+        assert_eq!(budget.available(), 954 * KIB, "a refused or dropped read gives its share back");
+        drop(first);
+        assert_eq!(budget.available(), 1024 * KIB, "a dropped answer gives its share back");
+    }
+
+    #[test]
+    fn what_the_budget_cannot_hold_is_refused_as_overloaded() {
+        let budget = AnswerBudget::new(256 * KIB);
+        let held = [
+            Buffer::new(&budget, 200, known(100 * KIB)).unwrap(),
+            Buffer::new(&budget, 200, known(100 * KIB)).unwrap(),
+        ];
+        assert!(matches!(
+            Buffer::new(&budget, 200, known(60 * KIB)),
+            Err(ProviderError::Overloaded { retry_after }) if retry_after == BUDGET_RETRY_AFTER
+        ));
+        let mut chunked = Buffer::new(&budget, 200, None).unwrap();
+        assert!(matches!(chunked.push(&chunk(1)), Err(ProviderError::Overloaded { .. })));
+        assert_eq!(budget.available(), 56 * KIB, "a refused chunk takes nothing");
+        drop((held, chunked));
+        assert_eq!(budget.available(), 256 * KIB, "served again once answers are dropped");
+
+        // Joining segments needs their length once more, for a moment.
+        let mut chunked = Buffer::new(&budget, 200, None).unwrap();
+        chunked.push(&chunk(100 * KIB)).unwrap();
+        assert_eq!(budget.available(), 128 * KIB);
+        let joined = answer(chunked).unwrap();
+        assert_eq!((joined.body.len(), budget.available()), (100 * KIB, 156 * KIB));
+        let mut chunked = Buffer::new(&budget, 200, None).unwrap();
+        chunked.push(&chunk(100 * KIB)).unwrap();
+        assert!(matches!(answer(chunked), Err(ProviderError::Overloaded { .. })), "28 KiB left to join 100");
+        assert_eq!(budget.available(), 156 * KIB);
+        drop(joined);
+
+        // One segment is not copied: the answer keeps it, and its budget.
+        let mut one = Buffer::new(&budget, 200, None).unwrap();
+        one.push(&chunk(40 * KIB)).unwrap();
+        let one = answer(one).unwrap();
+        assert_eq!((one.body.len(), budget.available()), (40 * KIB, 192 * KIB));
+    }
+
+    #[test]
+    fn answers_over_the_per_call_limit_are_refused_as_bad_answers() {
+        let budget = AnswerBudget::default();
+        assert_eq!(budget.per_call(), MAX_ANSWER_BYTES);
+        assert!(matches!(Buffer::new(&budget, 200, known(MAX_ANSWER_BYTES + 1)), Err(ProviderError::Rejected { .. })));
+        assert!(matches!(Buffer::new(&budget, 200, Some(u64::MAX)), Err(ProviderError::Rejected { .. })));
+        assert_eq!(budget.available(), budget.total(), "refused before taking anything");
+        let mut chunked = Buffer::new(&budget, 200, None).unwrap();
+        for _ in 0..8 {
+            chunked.push(&chunk(1024 * KIB)).unwrap();
+        }
+        assert!(matches!(chunked.push(&chunk(1)), Err(ProviderError::Rejected { .. })));
+        assert_eq!(budget.available(), budget.total() - MAX_ANSWER_BYTES, "segments fill up to the limit");
+        drop(chunked);
+
+        // A budget under twice the per-call limit lowers it: what could never
+        // fit is a 502, not a 503; segments are no larger than the limit.
+        let small = AnswerBudget::new(16 * KIB);
+        assert_eq!(small.per_call(), 8 * KIB);
+        assert!(matches!(Buffer::new(&small, 200, known(9 * KIB)), Err(ProviderError::Rejected { .. })));
+        let mut chunked = Buffer::new(&small, 200, None).unwrap();
+        chunked.push(&chunk(4 * KIB)).unwrap();
+        chunked.push(&chunk(4 * KIB)).unwrap();
+        assert!(answer(chunked).is_ok(), "the largest answer allowed fits");
     }
 }

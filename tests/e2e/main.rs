@@ -25,4 +25,5 @@ mod replicas;
 mod schemathesis;
 mod ssrf;
 mod vendor_codes;
+mod vendor_memory;
 mod yeastar;

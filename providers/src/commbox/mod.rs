@@ -32,7 +32,7 @@ use crate::canonical::{Content, Kind};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
 use crate::metrics::VendorCodes;
-use crate::outbound::{Answer, Outbound};
+use crate::outbound::{Answer, AnswerBudget, Outbound};
 
 /// CommBox's errors carry no code of their own: the statuses its adapter tells
 /// apart are the `vendor_code` label's values.
@@ -123,8 +123,14 @@ impl CommBox {
     /// Kinds CommBox produces.
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
-    pub fn new(provider: Arc<str>, common: &CommonConfig, config: &CommBoxConfig) -> Result<Self, Vec<String>> {
-        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m))
+    /// `budget`: the bytes of answers the process's providers buffer at once.
+    pub fn new(
+        provider: Arc<str>,
+        common: &CommonConfig,
+        config: &CommBoxConfig,
+        budget: &AnswerBudget,
+    ) -> Result<Self, Vec<String>> {
+        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m, budget))
     }
 
     fn with_mappings(
@@ -132,6 +138,7 @@ impl CommBox {
         common: &CommonConfig,
         config: &CommBoxConfig,
         mappings: Mappings,
+        budget: &AnswerBudget,
     ) -> Result<Self, String> {
         let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
@@ -150,7 +157,7 @@ impl CommBox {
         let mut authorization = HeaderValue::try_from(format!("Bearer {}", config.token().expose()))
             .map_err(|_| "token: not a valid HTTP header value".to_owned())?;
         authorization.set_sensitive(true);
-        let out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")))
+        let out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")), budget.clone())
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
             provider,

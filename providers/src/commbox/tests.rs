@@ -25,7 +25,7 @@ fn adapter(base_url: &str, token: &str) -> CommBox {
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let p = &config.providers["cb"];
     let VendorConfig::CommBox(c) = &p.vendor else { panic!("not commbox") };
-    CommBox::new(Arc::from("cb"), &p.common, c).unwrap()
+    CommBox::new(Arc::from("cb"), &p.common, c, &AnswerBudget::default()).unwrap()
 }
 
 async fn sim(processing_ms: u64) -> RunningSimulator {

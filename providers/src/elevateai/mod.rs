@@ -34,7 +34,7 @@ use crate::canonical::Kind;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::Mappings;
 use crate::metrics::VendorCodes;
-use crate::outbound::{Answer, Outbound};
+use crate::outbound::{Answer, AnswerBudget, Outbound};
 use crate::shared::SharedState;
 
 /// The vendor's limit on a question's length.
@@ -92,14 +92,16 @@ impl ElevateAi {
 
     /// `shared`: where the replicas of the gateway share the account's
     /// concurrency (`max_concurrency` for the fleet); None: per replica.
+    /// `budget`: the bytes of answers the process's providers buffer at once.
     pub fn new(
         provider: Arc<str>,
         common: &CommonConfig,
         config: &ElevateAiConfig,
         shared: Option<Arc<dyn SharedState>>,
+        budget: &AnswerBudget,
     ) -> Result<Self, Vec<String>> {
         Mappings::build_adapter(mapping::TABLE, &common.mappings, |m| {
-            Self::with_mappings(provider, common, config, m, shared)
+            Self::with_mappings(provider, common, config, m, shared, budget)
         })
     }
 
@@ -109,6 +111,7 @@ impl ElevateAi {
         config: &ElevateAiConfig,
         mappings: Mappings,
         shared: Option<Arc<dyn SharedState>>,
+        budget: &AnswerBudget,
     ) -> Result<Self, String> {
         let mut interactions = config.base_url.clone().ok_or("base_url is required")?;
         if !interactions.path().ends_with('/') {
@@ -118,7 +121,7 @@ impl ElevateAi {
         let mut token = HeaderValue::try_from(config.token().expose().as_str())
             .map_err(|_| "token: not a valid HTTP header value".to_owned())?;
         token.set_sensitive(true);
-        let mut out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")))
+        let mut out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")), budget.clone())
             .map_err(|e| format!("HTTP client: {e}"))?;
         if let Some(shared) = shared {
             // The vendor's limit is per account, whichever replica calls.

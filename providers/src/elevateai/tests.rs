@@ -28,7 +28,7 @@ fn adapter_sharing(base_url: &str, token: &str, extra: &str, shared: Option<Arc<
     let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let p = &config.providers["ai"];
     let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
-    ElevateAi::new(Arc::from("ai"), &p.common, e, shared).unwrap_or_else(|e| panic!("{e:?}"))
+    ElevateAi::new(Arc::from("ai"), &p.common, e, shared, &AnswerBudget::default()).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn request(kind: Kind, id: &str) -> SummaryRequest {
@@ -243,7 +243,9 @@ fn bad_mappings_are_all_reported_with_their_paths() {
     let config = Config::from_yaml(yaml, &|_| None).unwrap();
     let p = &config.providers["ai"];
     let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
-    let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e, None) else { panic!("bad mappings accepted") };
+    let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e, None, &AnswerBudget::default()) else {
+        panic!("bad mappings accepted")
+    };
     assert_eq!(errors.len(), 3, "{errors:#?}");
     assert!(errors[0].starts_with("mappings.nonsense: "), "{errors:#?}");
     assert!(errors.iter().any(|e| e.starts_with("mappings.summary.text: `$.[` is not a valid JSONPath")));

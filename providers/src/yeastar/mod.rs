@@ -30,7 +30,7 @@ use crate::canonical::{Content, Kind, Participant, Party};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
 use crate::metrics::VendorCodes;
-use crate::outbound::{Answer, Outbound};
+use crate::outbound::{Answer, AnswerBudget, Outbound};
 use crate::shared::SharedState;
 
 /// Errcode: the access token expired (refresh and retry once).
@@ -78,14 +78,18 @@ impl Yeastar {
     pub const KINDS: &'static [Kind] = &[Kind::Summary];
 
     /// `shared`: where the replicas of the gateway keep one token for the fleet
-    /// (None: this process logs in on its own).
+    /// (None: this process logs in on its own). `budget`: the bytes of answers
+    /// the process's providers buffer at once.
     pub fn new(
         provider: Arc<str>,
         common: &CommonConfig,
         config: &YeastarConfig,
         shared: Option<Arc<dyn SharedState>>,
+        budget: &AnswerBudget,
     ) -> Result<Self, Vec<String>> {
-        Mappings::build_adapter(MAPPING, &common.mappings, |m| Self::with_mappings(provider, common, config, m, shared))
+        Mappings::build_adapter(MAPPING, &common.mappings, |m| {
+            Self::with_mappings(provider, common, config, m, shared, budget)
+        })
     }
 
     fn with_mappings(
@@ -94,12 +98,13 @@ impl Yeastar {
         config: &YeastarConfig,
         mappings: Mappings,
         shared: Option<Arc<dyn SharedState>>,
+        budget: &AnswerBudget,
     ) -> Result<Self, String> {
         let mut base = config.base_url.clone().ok_or("base_url is required")?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let out = Outbound::new(common, &config.user_agent).map_err(|e| format!("HTTP client: {e}"))?;
+        let out = Outbound::new(common, &config.user_agent, budget.clone()).map_err(|e| format!("HTTP client: {e}"))?;
         let tokens = TokenManager::new(
             Arc::clone(&provider),
             &base,

@@ -41,7 +41,7 @@ fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
     let config = config(base_url, secret, timeout);
     let p = &config.providers["pbx"];
     let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
-    Yeastar::new(Arc::from("pbx"), &p.common, y, None).unwrap()
+    Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap()
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn a_mapping_override_follows_a_renamed_field() {
     let config = Config::from_yaml(yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
     let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
-    let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y, None).unwrap();
+    let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap();
     let rest = json!({"data": {"dst": {"summary_html": "<p>T</p><ul><li>x</li></ul>", "agent": "Leo"}}});
     let Value::Object(rest) = rest else { panic!() };
     let c = yeastar.map_summary(Party::Callee, rest).unwrap();
@@ -182,8 +182,12 @@ async fn a_dead_vendor_is_unavailable_and_a_slow_one_times_out() {
 /// Two replicas of the gateway: the same provider config, one shared store.
 fn replicas(sim: &RunningSimulator, shared: &Arc<dyn SharedState>, timeout: &str) -> [Arc<Provider>; 2] {
     let config = config(&sim.base_url(), "demo-client-secret", timeout);
-    let replica =
-        || Arc::new(Provider::from_config_shared(&config.providers["pbx"], Some(Arc::clone(shared))).unwrap());
+    let replica = || {
+        Arc::new(
+            Provider::from_config_shared(&config.providers["pbx"], Some(Arc::clone(shared)), &AnswerBudget::default())
+                .unwrap(),
+        )
+    };
     [replica(), replica()]
 }
 
@@ -271,7 +275,7 @@ async fn a_renewal_lock_left_by_a_dead_replica_is_waited_out_then_taken() {
 
 #[test]
 fn an_http_5xx_from_the_pbx_is_unavailable_and_other_non_200_a_bad_answer() {
-    let answer = |status: u16| Answer { status, headers: http::HeaderMap::new(), body: bytes::Bytes::new() };
+    let answer = |status: u16| Answer::for_test(status, bytes::Bytes::new());
     for status in [500, 502, 504] {
         let err = parse_envelope(&answer(status)).err().unwrap();
         assert!(matches!(&err, ProviderError::Unavailable { vendor, .. } if vendor.status == Some(status)), "{err:?}");
