@@ -1,19 +1,15 @@
-//! The application: shared state, and the router with its middleware stack —
-//! assembled here, in one place, in the order requests pass through it.
+//! The router with its middleware stack — assembled here, in one place, in
+//! the order requests pass through it. The state it serves is [`crate::state::App`].
 
 use std::any::Any;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use gateway_config::{Config, ServerConfig};
-use providers::Provider;
-use tokio_util::sync::CancellationToken;
+use gateway_config::ServerConfig;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -24,7 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api;
 use crate::error::ApiError;
-use crate::middleware::auth::{AuthLayer, Keys};
+use crate::middleware::auth::AuthLayer;
 use crate::middleware::drain::close_when_draining;
 use crate::middleware::limits::{check_head, read_body_within};
 use crate::middleware::problem::{ProblemContext, problem_json};
@@ -32,171 +28,7 @@ use crate::middleware::rate_limit::RateLimitLayer;
 use crate::middleware::redact::{KnownKeys, redact_query_credentials};
 use crate::middleware::request_id::{MakeId, set_request_id};
 use crate::middleware::trace::RequestSpan;
-use crate::questions::Questions;
-use crate::store::{MemoryStore, RedisStore, Store};
-use crate::summaries::Summaries;
-use crate::webhooks::Webhooks;
-
-/// How often a draining replica looks whether its background work is done.
-const BACKGROUND_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Everything the handlers share.
-pub struct App {
-    pub config: Config,
-    /// Provider name → provider.
-    pub providers: BTreeMap<String, Arc<Provider>>,
-    pub summaries: Arc<Summaries>,
-    /// Questions about conversations and their ledger.
-    pub questions: Arc<Questions>,
-    /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
-    pub webhooks: Arc<Webhooks>,
-    pub keys: Arc<Keys>,
-    /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
-    /// Stops the webhook worker claiming deliveries (see [`Self::finish_background`]).
-    webhooks_stop: CancellationToken,
-    /// `/openapi.json`, serialized once when the router is built.
-    pub openapi: OnceLock<Bytes>,
-    /// This process's name in a shared store's leases and flights (unique per start).
-    pub replica: String,
-}
-
-/// The gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    /// Problems only the adapter can see, each with its path under `providers.<name>`.
-    #[error("{}", .1.iter().map(|e| format!("providers.{}.{e}", .0)).collect::<Vec<_>>().join("\n"))]
-    Provider(String, Vec<String>),
-    #[error("{0}")]
-    Webhooks(String),
-    #[error("{0}")]
-    Store(String),
-}
-
-impl App {
-    /// Builds providers (HTTP clients, token state), the store and the keys.
-    pub fn new(config: Config) -> Result<Arc<Self>, InitError> {
-        // The metrics recorder, once per process, before anything records.
-        crate::metrics::handle();
-        let replica = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let (store, shared): (Arc<dyn Store>, Option<Arc<dyn providers::SharedState>>) =
-            if config.store.redis_url.is_some() {
-                let redis = Arc::new(RedisStore::new(&config.store, &replica).map_err(InitError::Store)?);
-                (Arc::clone(&redis) as Arc<dyn Store>, Some(redis as Arc<dyn providers::SharedState>))
-            } else {
-                (Arc::new(MemoryStore::new(config.store.max_bytes)), None)
-            };
-        // One budget for every provider: it bounds what the process holds.
-        let budget = providers::outbound::AnswerBudget::new(config.server.vendor_buffer_bytes.get());
-        let mut providers = BTreeMap::new();
-        for (name, provider) in &config.providers {
-            let built = Provider::from_config_shared(provider, shared.clone(), &budget)
-                .map_err(|e| InitError::Provider(name.clone(), e))?;
-            providers.insert(name.clone(), Arc::new(built));
-        }
-        let summaries = Arc::new(Summaries::new(Arc::clone(&store), &config));
-        let webhooks =
-            Webhooks::new(&config, store, Arc::clone(&summaries.outbox_wake)).map_err(InitError::Webhooks)?;
-        Ok(Arc::new(Self {
-            questions: Arc::new(Questions::new(
-                Arc::clone(summaries.store()),
-                config.store.question_ttl,
-                Arc::clone(&summaries.flight_ends),
-                summaries.flight_ttl,
-            )),
-            webhooks: Arc::new(webhooks),
-            keys: Arc::new(Keys::from_config(&config.auth)),
-            providers,
-            draining: AtomicBool::new(false),
-            webhooks_stop: summaries.shutdown.child_token(),
-            openapi: OnceLock::new(),
-            replica,
-            config,
-            summaries,
-        }))
-    }
-
-    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
-        self.providers.get(name)
-    }
-
-    /// Starts the background work: the webhook worker, and polling of jobs the
-    /// store holds from before (a shared store). Stops on [`Self::stop_background`].
-    pub fn start_background(self: &Arc<Self>) {
-        crate::metrics::spawn_upkeep();
-        let shutdown = self.summaries.shutdown.clone();
-        tokio::spawn(Arc::clone(&self.webhooks).run(self.webhooks_stop.clone()));
-        let store = self.summaries.store();
-        if store.shared() {
-            tracing::info!(replica = %self.replica, "shared store: coordinating with other replicas");
-            // Weak: the subscription must not keep the app alive after it stops.
-            let summaries = Arc::downgrade(&self.summaries);
-            store.subscribe(
-                Arc::new(move |event| {
-                    if let Some(summaries) = summaries.upgrade() {
-                        summaries.on_event(event);
-                    }
-                }),
-                shutdown,
-            );
-            tokio::spawn(Arc::clone(&self.summaries).watch_orphaned_jobs(self.providers.clone()));
-        } else {
-            let app = Arc::clone(self);
-            tokio::spawn(async move { app.summaries.resume_jobs(&app.providers).await });
-        }
-    }
-
-    /// Drain, step 1 (SIGTERM): `/readyz` turns 503 and long-polls, waiting
-    /// and new, answer with the current state at once. Requests are still served.
-    pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::DRAINING).set(1.0);
-        self.summaries.waits_end.cancel();
-    }
-
-    /// Drain, step 2 (no longer accepting): with a shared store, background
-    /// work is handed over: pollers release their jobs' leases (another replica
-    /// takes them at its next scan) and the webhook worker claims no more
-    /// deliveries. With the embedded store nobody else could take it: it goes on.
-    pub fn hand_over_background(&self) {
-        if self.summaries.store().shared() {
-            self.summaries.jobs_stop.cancel();
-            self.webhooks_stop.cancel();
-        }
-    }
-
-    /// Drain, step 3 (in-flight requests answered): waits until `deadline`
-    /// for webhook attempts under way to end and, with the embedded store, for
-    /// the jobs it polls to end and their webhooks to go out; then stops
-    /// everything in the background.
-    pub async fn finish_background(&self, deadline: tokio::time::Instant) {
-        self.hand_over_background();
-        let shared = self.summaries.store().shared();
-        loop {
-            let jobs = if shared { 0 } else { self.summaries.polling() };
-            let deliveries = self.webhooks.busy(!shared).await;
-            if jobs == 0 && !deliveries {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    jobs_pending = jobs,
-                    deliveries_under_way = deliveries,
-                    "drain time over with background work left; the embedded store does not keep it"
-                );
-                break;
-            }
-            tokio::time::sleep(BACKGROUND_CHECK_EVERY).await;
-        }
-        self.stop_background();
-    }
-
-    /// Stops everything in the background at once: pollers, the webhook worker,
-    /// the store's subscription, and answers long-polls with the current state.
-    pub fn stop_background(&self) {
-        self.summaries.shutdown.cancel();
-    }
-}
+use crate::state::App;
 
 /// The router with the whole middleware stack.
 ///
@@ -210,16 +42,16 @@ impl App {
 /// | 3 | `SetSensitiveRequestHeaders` | marks `Authorization`/`Cookie` sensitive: never printed |
 /// | 4 | `redact_query_credentials` | moves `?access_token=` into an extension; every spelling of it (decoded, any case, `;` too) and any known key reads `REDACTED` — before tracing |
 /// | 5 | `Trace` | the request span (method, redacted URI, request id, caller; with OTLP on: route, status, the caller's `traceparent` as parent) and one log line per response |
-/// | 5b | `metrics::track` | `sg_http_*`: count, latency and the gateway's own time per route template, status and caller (auth reports the caller to it); sees every status below |
+/// | 5b | `metrics::track` | `sg_http_*`: count, latency and the gateway's own time per route template, status and caller; sees every status below. Inner code reports to it through a task-local (`metrics::with_request_stats`): auth (10) the caller, handlers their time waiting on vendors |
 /// | 6 | `problem_json` | writes problem+json (with `request_id`) for every error below; inside the span so its logs carry it |
 /// | 7 | `CatchPanic` | a panic becomes a 500 problem, not a dropped connection |
 /// | 8 | `Timeout` | `server.request_timeout` → 504 |
 /// | 8b | `check_head` | URI over 8 KiB → 414, headers over 32 KiB → 431 (larger heads hyper refuses itself: `server.rs`) |
 /// | 9 | `RequestBodyLimit` | `server.max_body_bytes` → 413 |
-/// | 9b | `read_body_within` | the whole body within `server.body_read_timeout` → 408 otherwise; handlers get it buffered |
+/// | 9b | `read_body_within` (on the router) | the whole body within `server.body_read_timeout` → 408 otherwise; handlers get it buffered |
+/// | 9c | `close_when_draining` (on the router) | `Connection: close` on answers after SIGTERM, so keep-alive clients reconnect elsewhere; outside auth, so 401s and 429s carry it too |
 /// | 10 | `Auth` (`/v1` only) | `Caller` into extensions, caller name into the span; 401 |
 /// | 11 | `RateLimit` (`/v1` only) | the caller's GCRA limit (keys on `Caller`, so after auth); 429 + `RateLimit-*` |
-/// | 12 | `close_when_draining` | `Connection: close` on answers after SIGTERM, so keep-alive clients reconnect elsewhere |
 pub fn router(app: &Arc<App>) -> Router {
     let keys = Arc::clone(&app.keys);
     let (routes, openapi) = api::routes(|v1| {
@@ -232,12 +64,12 @@ pub fn router(app: &Arc<App>) -> Router {
         )
     });
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
-    // Inside the edge layers (after 9): answers while draining close their connection.
-    let routes = routes.layer(axum::middleware::from_fn_with_state(Arc::clone(app), close_when_draining));
+    // 9c. Around every route (auth included), inside the edge layers: answers while draining close their connection.
+    let routes = routes.layer(axum::middleware::from_fn_with_state(app.draining.clone(), close_when_draining));
     with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server, app.keys.known_keys())
 }
 
-/// Layers 1-9 of the table above around `routes`: everything every route gets.
+/// Layers 1-9b of the table above around `routes`: everything every route gets.
 pub fn with_edge_layers(routes: Router, server: &ServerConfig, keys: KnownKeys) -> Router {
     let ids = MakeId::default();
     let stack = ServiceBuilder::new()

@@ -2,8 +2,8 @@
 //! APIs of several contact-center and PBX vendors.
 //!
 //! Layout:
-//! - [`app`]: shared state ([`App`]) and the router with its middleware stack,
-//!   assembled and commented in one place.
+//! - [`state`]: the shared state ([`App`]), built from the configuration, and its lifecycle.
+//! - [`app`]: the router with its middleware stack, assembled and commented in one place.
 //! - [`middleware`]: the gateway's own layers (redaction, auth, rate limit, problem+json, span).
 //! - [`api`]: handlers and the OpenAPI document generated with them.
 //! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly, waiting.
@@ -33,6 +33,7 @@ pub mod middleware;
 pub mod questions;
 pub mod server;
 pub mod single_flight;
+pub mod state;
 pub mod store;
 pub mod summaries;
 pub mod telemetry;
@@ -45,7 +46,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-pub use crate::app::{App, InitError, router};
+pub use crate::app::router;
+pub use crate::state::{App, InitError};
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains:
 ///

@@ -41,7 +41,7 @@ async fn shutdown_drains_in_flight_requests_and_readyz_turns_503() {
     eventually("the request to reach the PBX", || gw.sim.stats().summary_calls == 2).await;
     gw.begin_shutdown();
     let app = std::sync::Arc::clone(&gw.app);
-    eventually("draining", || app.draining.load(std::sync::atomic::Ordering::Relaxed)).await;
+    eventually("draining", || app.draining.is_draining()).await;
     assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request finished");
     gw.join().await.unwrap();
 }

@@ -14,9 +14,9 @@ use axum::http::StatusCode;
 use subtle::ConstantTimeEq;
 use url::form_urlencoded;
 
-use crate::app::App;
 use crate::error::{ApiError, Problem, RequestError};
 use crate::middleware::redact::PathCredential;
+use crate::state::App;
 use crate::summaries::is_summary_id;
 
 /// A vendor's job-ended notification (CommBox `callback_url`).

@@ -1,7 +1,6 @@
 //! Liveness and readiness probes, and Prometheus metrics (open, no key).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -10,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::App;
 use crate::error::{ApiError, Problem};
+use crate::state::App;
 
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,7 +46,7 @@ pub async fn healthz() -> Json<Health> {
     )
 )]
 pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiError> {
-    if app.draining.load(Ordering::Relaxed) {
+    if app.draining.is_draining() {
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
     let store = app.summaries.store();
@@ -72,7 +71,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     metrics::gauge!(crate::metrics::JOBS_POLLING).set(app.summaries.polling() as f64);
     #[allow(clippy::cast_precision_loss, reason = "a count of parked requests, far below 2^52")]
     metrics::gauge!(crate::metrics::LONG_POLLS_WAITING).set(app.summaries.waiters.total() as f64);
-    metrics::gauge!(crate::metrics::DRAINING).set(if app.draining.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+    metrics::gauge!(crate::metrics::DRAINING).set(if app.draining.is_draining() { 1.0 } else { 0.0 });
     let body = crate::metrics::handle().render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()

@@ -32,8 +32,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::App;
 use crate::error::Problem;
+use crate::state::App;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::CallerProblems;
-use crate::app::App;
 use crate::middleware::auth::Caller;
+use crate::state::App;
 
 /// The providers a key may use.
 #[derive(Debug, Serialize, ToSchema)]

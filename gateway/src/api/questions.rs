@@ -14,9 +14,9 @@ use utoipa::ToSchema;
 
 use super::json::JsonBody;
 use super::{BodyProblems, CallerProblems, VendorProblems};
-use crate::app::App;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
 use crate::middleware::auth::Caller;
+use crate::state::App;
 use crate::summaries::CacheStatus;
 
 /// Body of `POST /v1/questions`.

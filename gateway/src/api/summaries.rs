@@ -15,10 +15,10 @@ use utoipa::ToSchema;
 
 use super::json::JsonBody;
 use super::{BodyProblems, CallerProblems, VendorProblems};
-use crate::app::App;
 use crate::callback::check_callback_url;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
 use crate::middleware::auth::Caller;
+use crate::state::App;
 use crate::store::{CallbackTarget, StoredSummary};
 use crate::summaries::{CacheStatus, is_summary_id, summary_id};
 
