@@ -20,7 +20,7 @@ pub struct Simulators {
 
 /// The demo configuration, with the simulators' addresses filled in.
 pub fn config(listen: SocketAddr, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
-    let yaml = include_str!("../../config/examples/demo.yaml")
+    let yaml = include_str!("../../config/examples/demo.template.yaml")
         .replace("${LISTEN}", &listen.to_string())
         .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
         .replace("${COMMBOX_URL}", &sims.commbox.base_url())
