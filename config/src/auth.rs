@@ -11,7 +11,7 @@ use crate::schema::{exactly_one_of, not_both, required};
 use crate::{EnvLookup, Secret, resolve_secret};
 
 /// The callers' API keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 #[schemars(transform = required("keys"))]
 pub struct AuthConfig {
@@ -52,7 +52,7 @@ impl RateLimit {
 /// One caller's API key, sent as `Authorization: Bearer <key>` (or
 /// `?access_token=<key>`), given in exactly one of three forms; its rate limit,
 /// the providers it may use and the secret that signs its webhooks.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     transform = exactly_one_of("key_sha256, key_env, key"),

@@ -9,17 +9,27 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong, for a human.
     pub message: String,
+    /// The environment override(s) the offending value came from
+    /// (`SUMMARY_GATEWAY__STORE__SUMMARY_TTL`), when it did not come from the file.
+    pub env_var: Option<String>,
 }
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self { path: path.into(), message: message.into(), env_var: None }
     }
 }
 
+/// `providers.pbx-hq.bse_url: unknown field`, or for a value set by an environment
+/// override, the variable first: `SUMMARY_GATEWAY__STORE__SUMMARY_TTL (store.summary_ttl): ...`.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        match (&self.env_var, self.path.is_empty()) {
+            (Some(var), true) => write!(f, "{var}: {}", self.message),
+            (Some(var), false) => write!(f, "{var} ({}): {}", self.path, self.message),
+            (None, true) => f.write_str(&self.message),
+            (None, false) => write!(f, "{}: {}", self.path, self.message),
+        }
     }
 }
 

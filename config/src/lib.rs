@@ -21,11 +21,14 @@
 //! Layout:
 //! - [`server`], [`store`], [`webhooks`], [`telemetry`], [`auth`], [`providers`]: one module per YAML section.
 //! - [`secret`]: the `Secret<T>` wrapper.
+//! - `overrides`: the `SUMMARY_GATEWAY__...` environment overrides, told apart from
+//!   the file in errors; [`override_warnings`] for variables that look like one but are not read.
 //! - `schema`, `reference`: the JSON Schema of the file and the Markdown reference rendered from it.
 //! - [`error`]: `ConfigError` (path + message) and `ConfigErrors`.
 
 pub mod auth;
 pub mod error;
+mod overrides;
 pub mod providers;
 mod reference;
 mod schema;
@@ -39,7 +42,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Yaml};
+use figment::providers::{Format, Yaml};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -66,7 +69,7 @@ pub const ENV_PREFIX: &str = "SUMMARY_GATEWAY__";
 pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 /// The whole configuration, validated and with secrets resolved.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
@@ -82,42 +85,35 @@ const SECTIONS: &[&str] = &["server", "store", "webhooks", "telemetry", "auth", 
 impl Config {
     /// Loads a YAML file, applies `SUMMARY_GATEWAY__...` overrides from the
     /// environment and resolves `*_env` secrets from the environment.
+    ///
+    /// A problem in a value an override set names the variable; an override that
+    /// would add a provider or caller the file does not have is an error.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let figment = Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__"));
-        Self::from_figment(&figment, &process_env)
+        overrides::load(Figment::from(Yaml::file_exact(path)), &process_env)
     }
 
     /// Parses YAML text, then applies `SUMMARY_GATEWAY__...` overrides from the
     /// environment and resolves `*_env` secrets from it, as [`Config::load`] does
     /// for a file (the demo's built-in configuration).
     pub fn from_yaml_with_env_overrides(yaml: &str) -> Result<Self, ConfigErrors> {
-        let figment = Figment::from(Yaml::string(yaml)).merge(Env::prefixed(ENV_PREFIX).split("__"));
-        Self::from_figment(&figment, &process_env)
+        overrides::load(Figment::from(Yaml::string(yaml)), &process_env)
     }
 
     /// Parses YAML text alone (no environment overrides); `*_env` secrets are
     /// looked up with `env`.
     pub fn from_yaml(yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {
-        Self::from_figment(&Figment::from(Yaml::string(yaml)), env)
+        let value: Value = Figment::from(Yaml::string(yaml)).extract().map_err(figment_errors)?;
+        Self::from_value(value, env)
     }
 
-    fn from_figment(figment: &Figment, env: &EnvLookup) -> Result<Self, ConfigErrors> {
-        let value: Value = figment.extract().map_err(|e| {
-            ConfigErrors(
-                e.into_iter()
-                    .map(|e| {
-                        let path = e.path.join(".");
-                        let message = e.kind.to_string();
-                        let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(ToString::to_string);
-                        ConfigError::new(
-                            path,
-                            source.map_or_else(|| message.clone(), |s| format!("{message} (in {s})")),
-                        )
-                    })
-                    .collect(),
-            )
-        })?;
-        Self::from_value(value, env)
+    /// The configuration as YAML that loads back as the same configuration: defaults
+    /// written out, secrets named by their `*_env` keys as they are, inline ones as
+    /// `'*****'` (to be written again before loading).
+    /// Keys that are not set are left out (they load back as not set).
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        let mut tree = serde_yaml::to_value(self)?;
+        drop_unset(&mut tree);
+        serde_yaml::to_string(&tree)
     }
 
     /// Builds the configuration from an already merged tree.
@@ -235,6 +231,40 @@ impl Config {
                 errors.push(ConfigError::new(format!("auth.keys.{name}"), format!("same key as auth.keys.{other}")));
             }
         }
+    }
+}
+
+/// Warnings about variables of the process environment that look like overrides
+/// but are not read (`SUMMARY_GATEWAY_SERVER__LISTEN`: one underscore), for
+/// `serve` and `check-config` to print.
+pub fn override_warnings() -> Vec<String> {
+    overrides::warnings(std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()))
+}
+
+/// figment's errors (YAML syntax, a file that cannot be read), each with its source.
+pub(crate) fn figment_errors(errors: figment::Error) -> ConfigErrors {
+    ConfigErrors(
+        errors
+            .into_iter()
+            .map(|e| {
+                let path = e.path.join(".");
+                let message = e.kind.to_string();
+                let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(ToString::to_string);
+                ConfigError::new(path, source.map_or_else(|| message.clone(), |s| format!("{message} (in {s})")))
+            })
+            .collect(),
+    )
+}
+
+/// Removes the `null`s of keys that are not set, at every level.
+fn drop_unset(tree: &mut serde_yaml::Value) {
+    match tree {
+        serde_yaml::Value::Mapping(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_unset);
+        }
+        serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(drop_unset),
+        _ => {}
     }
 }
 

@@ -90,7 +90,8 @@ pub fn reference_markdown() -> String {
 summary-gateway reads one YAML file (`summary-gateway --config gateway.yaml`), then
 [environment overrides](#environment-overrides). `summary-gateway check-config --config gateway.yaml`
 checks a file and names every problem with its YAML path; `--print` also prints the effective
-configuration, secrets as `*****`. One worked example per vendor:
+configuration as YAML that loads back as the same configuration, every default written out and
+secrets given inline as `'*****'` (to be written again). One worked example per vendor:
 [`yeastar.yaml`](../config/examples/yeastar.yaml), [`commbox.yaml`](../config/examples/commbox.yaml),
 [`elevateai.yaml`](../config/examples/elevateai.yaml).
 
@@ -134,8 +135,22 @@ of its name is the key's YAML path in capitals, with `__` (a double underscore) 
 {prefix}TELEMETRY__SAMPLE_RATIO=0.1
 ```
 
-Names are lowercased, so a provider or caller whose name has a `-` (`pbx-hq`) cannot be reached
-this way; its secrets come from its `*_env` variables anyway.
+The rest of the name is lowercased and taken as written otherwise, so a provider whose
+name has a `-` keeps it: `{prefix}PROVIDERS__PBX-HQ__TIMEOUT=7s` sets `providers.pbx-hq.timeout`.
+A shell's `export` refuses such a name, but `env '{prefix}PROVIDERS__PBX-HQ__TIMEOUT=7s' summary-gateway ...`,
+`docker run -e` and a Kubernetes `env:` entry set it (and a provider's secrets come from its
+`*_env` variables, whatever its name). Only a name with capitals cannot be reached.
+
+A value is read like a YAML scalar: `7s`, `0.1`, `true`, `[pbx-hq, analytics]` for a list; a
+string of digits needs quotes (`'\"123\"'`).
+
+An override changes a key of the file; it cannot add a provider or a caller the file does not
+have: `{prefix}PROVIDERS__PBX_HQ__TIMEOUT` for a file's `pbx-hq` would make a new,
+half-configured provider `pbx_hq`, so it is an error. Every problem in a value an override set
+names the variable first: `{prefix}STORE__SUMMARY_TTL (store.summary_ttl): invalid value: ...`.
+A variable that starts `SUMMARY_GATEWAY_` with one underscore (`SUMMARY_GATEWAY_SERVER__LISTEN`)
+is not read, and `serve` and `check-config` warn about it; `SUMMARY_GATEWAY_CONFIG`, the path of
+the file, is the command line's own.
 ",
         duration = cell(&description(&defs["Duration"])),
         socket = cell(&description(&defs["SocketAddr"])),

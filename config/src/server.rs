@@ -12,7 +12,7 @@ use crate::schema::{Humantime, SocketAddress};
 
 /// The HTTP server: where it listens, how large and how long a request may be,
 /// and how it stops.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// IP address and port to listen on: `0.0.0.0:8080` for every interface (in a

@@ -12,7 +12,7 @@ use crate::schema::Humantime;
 /// Where summaries, pending jobs, webhook deliveries and question ledgers are kept.
 /// Without `redis_url`: in memory, for one replica only (a restart loses them).
 /// With it: one Redis shared by every replica.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `redis://[:password@]host:6379/0` (or `redis+unix://`, `unix://`): a store

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 /// Distributed tracing. Without `otlp_endpoint` no span leaves the process and
 /// no OpenTelemetry machinery is installed (no cost). Metrics are always served
 /// at `/metrics`; logs go to stdout (`RUST_LOG`, `LOG_FORMAT=json`).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// OTLP/HTTP (protobuf) collector base URL, e.g. `http://otel-collector:4318`;

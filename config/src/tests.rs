@@ -216,12 +216,12 @@ fn the_example_configs_load() {
     assert!(config.auth.keys["crm"].resolved_webhook_secret.is_some());
 
     // The demo's, with the placeholders `summary-gateway demo` fills in (no environment).
-    let demo = include_str!("../examples/demo.yaml")
+    let demo = include_str!("../examples/demo.template.yaml")
         .replace("${LISTEN}", "127.0.0.1:8080")
         .replace("${YEASTAR_URL}", "http://127.0.0.1:9001")
         .replace("${COMMBOX_URL}", "http://127.0.0.1:9002")
         .replace("${ELEVATEAI_URL}", "http://127.0.0.1:9003");
-    let config = Config::from_yaml(&demo, &|_| None).unwrap_or_else(|e| panic!("demo.yaml:\n{e}"));
+    let config = Config::from_yaml(&demo, &|_| None).unwrap_or_else(|e| panic!("demo.template.yaml:\n{e}"));
     let types: Vec<&str> = config.providers.values().map(|p| p.vendor.type_name()).collect();
     assert_eq!(types, ["commbox", "elevateai", "yeastar"], "one provider of every type");
 }
@@ -322,4 +322,251 @@ providers:
     ] {
         assert!(got.iter().any(|m| m.starts_with(prefix)), "missing `{prefix}` in:\n{}", got.join("\n"));
     }
+}
+
+// ---- environment overrides -------------------------------------------------------------
+
+/// Loads `yaml` from a file with the `vars` set in the process environment (figment's
+/// `Jail` sets them for the closure and restores them after).
+// `Jail`'s own signature: its error is figment's.
+#[allow(clippy::result_large_err)]
+fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let mut result = None;
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("gateway.yaml", yaml)?;
+        for (name, value) in vars {
+            jail.set_env(name, value);
+        }
+        result = Some(Config::load(std::path::Path::new("gateway.yaml")));
+        Ok(())
+    });
+    result.expect("the jail ran")
+}
+
+const OVERRIDABLE: &str = r"
+auth:
+  keys:
+    crm: { key: crm-key, providers: [pbx-hq], rate_limit: { per_second: 5, burst: 10 } }
+providers:
+  pbx-hq:
+    type: yeastar
+    base_url: https://pbx.example.com:8088
+    client_id: id
+    client_secret: secret
+";
+
+#[test]
+fn overrides_apply_and_their_problems_name_the_variable() {
+    let config = load_with_env(
+        OVERRIDABLE,
+        &[
+            ("SUMMARY_GATEWAY__STORE__SUMMARY_TTL", "2h"),
+            ("SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__TIMEOUT", "7s"),
+            ("SUMMARY_GATEWAY__AUTH__KEYS__CRM__RATE_LIMIT__BURST", "7"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.store.summary_ttl, Duration::from_secs(7200));
+    assert_eq!(config.providers["pbx-hq"].common.timeout, Duration::from_secs(7));
+    assert_eq!(config.auth.keys["crm"].rate_limit.burst, 7);
+
+    let got = messages(
+        &load_with_env(
+            OVERRIDABLE,
+            &[
+                ("SUMMARY_GATEWAY__STORE__SUMMARY_TTL", "xyz"),
+                ("SUMMARY_GATEWAY__STORE__COLOUR", "blue"),
+                ("SUMMARY_GATEWAY__SERVR__LISTEN", "127.0.0.1:1"),
+                ("SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__BASE_URL", "ftp://pbx"),
+                ("SUMMARY_GATEWAY__AUTH__KEYS__CRM__PROVIDERS", "[pbx-hq, nowhere]"),
+                ("SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__RATE_LIMIT__BURST", "3"),
+            ],
+        )
+        .unwrap_err(),
+    );
+    for expected in [
+        "SUMMARY_GATEWAY__STORE__SUMMARY_TTL (store.summary_ttl): invalid value: string \"xyz\", expected a duration",
+        "SUMMARY_GATEWAY__STORE__COLOUR (store.colour): unknown field",
+        "SUMMARY_GATEWAY__SERVR__LISTEN (servr): unknown field",
+        "SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__BASE_URL (providers.pbx-hq.base_url): must be an http",
+        "SUMMARY_GATEWAY__AUTH__KEYS__CRM__PROVIDERS (auth.keys.crm.providers[1]): unknown provider `nowhere`",
+        // A map only an override gives is missing a key: the override is named.
+        "SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__RATE_LIMIT__BURST (providers.pbx-hq.rate_limit.per_second): missing field",
+    ] {
+        assert!(got.iter().any(|m| m.starts_with(expected)), "missing `{expected}` in:\n{}", got.join("\n"));
+    }
+    assert_eq!(got.len(), 6, "{got:#?}");
+
+    // A problem in the file stays the file's, even in a map an override also sets.
+    let file_problem = OVERRIDABLE.replace("client_id: id", "client_id: id\n    timeout: soon");
+    let got = messages(
+        &load_with_env(&file_problem, &[("SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__USER_AGENT", "x")]).unwrap_err(),
+    );
+    assert_eq!(got, ["providers.pbx-hq.timeout: invalid value: string \"soon\", expected a duration"]);
+}
+
+#[test]
+fn an_override_cannot_add_a_provider_or_a_caller() {
+    let err = load_with_env(
+        OVERRIDABLE,
+        &[
+            ("SUMMARY_GATEWAY__PROVIDERS__PBX_HQ__BASE_URL", "https://other"),
+            ("SUMMARY_GATEWAY__PROVIDERS__PBX_LOCAL__BASE_URL", "https://local"),
+            ("SUMMARY_GATEWAY__PROVIDERS__PBX_LOCAL__TYPE", "yeastar"),
+            ("SUMMARY_GATEWAY__AUTH__KEYS__OPS__KEY", "ops-key"),
+        ],
+    )
+    .unwrap_err();
+    let got = messages(&err);
+    assert_eq!(got.len(), 3, "one problem per entry, none about its missing fields: {got:#?}");
+    assert_eq!(
+        got[0],
+        "SUMMARY_GATEWAY__PROVIDERS__PBX_HQ__BASE_URL (providers.pbx_hq): sets provider `pbx_hq`, which the file \
+         does not have: an override can change a provider of the file, not add one; for `pbx-hq`, keep its `-`: \
+         SUMMARY_GATEWAY__PROVIDERS__PBX-HQ__BASE_URL (a shell's `export` refuses such a name; `env`, `docker run -e` \
+         and a Kubernetes `env:` entry take it)"
+    );
+    assert!(
+        got[1].starts_with(
+            "SUMMARY_GATEWAY__PROVIDERS__PBX_LOCAL__BASE_URL, SUMMARY_GATEWAY__PROVIDERS__PBX_LOCAL__TYPE \
+             (providers.pbx_local): sets provider `pbx_local`, which the file does not have"
+        ) && got[1].ends_with("(the file has: pbx-hq)"),
+        "{}",
+        got[1]
+    );
+    assert!(
+        got[2].starts_with("SUMMARY_GATEWAY__AUTH__KEYS__OPS__KEY (auth.keys.ops): sets caller `ops`"),
+        "{}",
+        got[2]
+    );
+
+    // A caller written with capitals cannot be reached: say so.
+    let capitals = OVERRIDABLE.replace("    crm:", "    CRM:");
+    let got = messages(&load_with_env(&capitals, &[("SUMMARY_GATEWAY__AUTH__KEYS__CRM__KEY", "k")]).unwrap_err());
+    assert!(got.iter().any(|m| m.contains("`CRM` in the file has capitals")), "{got:#?}");
+}
+
+#[test]
+fn variables_that_look_like_overrides_but_are_not_read_are_named() {
+    let warnings = overrides::warnings([
+        "SUMMARY_GATEWAY_SERVER__LISTEN",
+        "summary_gateway_store__summary_ttl",
+        "SUMMARY_GATEWAY_CONFIG",
+        "SUMMARY_GATEWAY__SERVER__LISTEN",
+        "SUMMARY_GATEWAY__STORE____SUMMARY_TTL",
+        "SUMMARY_GATEWAY__STORE__",
+        "SUMMARY_GATEWAYS",
+        "PATH",
+        "SUMMARY_GATEWAY_ÄÖ",
+    ]);
+    assert_eq!(
+        warnings,
+        [
+            "SUMMARY_GATEWAY_SERVER__LISTEN is not read: overrides start with SUMMARY_GATEWAY__ (two underscores), \
+             e.g. SUMMARY_GATEWAY__SERVER__LISTEN",
+            "summary_gateway_store__summary_ttl is not read: overrides start with SUMMARY_GATEWAY__ (two \
+             underscores), e.g. SUMMARY_GATEWAY__store__summary_ttl",
+            "SUMMARY_GATEWAY__STORE____SUMMARY_TTL is not read: it names an empty key (`__` separates the levels of \
+             a key's YAML path: SUMMARY_GATEWAY__STORE__SUMMARY_TTL)",
+            "SUMMARY_GATEWAY__STORE__ is not read: it names an empty key (`__` separates the levels of a key's YAML \
+             path: SUMMARY_GATEWAY__STORE__SUMMARY_TTL)",
+            "SUMMARY_GATEWAY_ÄÖ is not read: overrides start with SUMMARY_GATEWAY__ (two underscores), e.g. \
+             SUMMARY_GATEWAY__ÄÖ",
+        ]
+    );
+}
+
+// ---- check-config --print ----------------------------------------------------------------
+
+/// Prints `config`, loads the print back with `env` (and `inline`, the secrets given
+/// inline, written again over their `'*****'`), and checks it is the same configuration.
+fn assert_round_trip(name: &str, config: &Config, env: &EnvLookup, inline: &[(&str, &str)]) {
+    let printed = config.to_yaml().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut reloadable = printed.clone();
+    for (field, value) in inline {
+        let masked = format!("{field}: '*****'");
+        assert!(printed.contains(&masked), "{name}: no `{masked}` in:\n{printed}");
+        assert!(!printed.contains(value), "{name}: the secret of {field} printed:\n{printed}");
+        reloadable = reloadable.replace(&masked, &format!("{field}: {value}"));
+    }
+    assert!(!reloadable.contains("*****"), "{name}: a secret left to write again:\n{reloadable}");
+    let reloaded = Config::from_yaml(&reloadable, env)
+        .unwrap_or_else(|e| panic!("{name}: the print does not load:\n{e}\n{printed}"));
+    assert!(reloaded == *config, "{name}: loads back as another configuration:\n{printed}");
+    assert_eq!(reloaded.to_yaml().unwrap(), printed, "{name}: prints differently the second time");
+}
+
+#[test]
+fn the_printed_configuration_loads_back_as_the_same() {
+    let env = env_of(&[
+        ("CRM_API_KEY", "crm-key"),
+        ("CRM_WEBHOOK_SECRET", "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI="),
+        ("COMMBOX_TOKEN", "commbox-token"),
+        ("COMMBOX_CALLBACK_TOKEN", "0123456789abcdef0123456789abcdef"),
+        ("PBX_CLIENT_ID", "pbx-id"),
+        ("PBX_CLIENT_SECRET", "pbx-secret"),
+        ("REPORTING_API_KEY", "reporting-key"),
+        ("ANALYTICS_UI_KEY", "analytics-key"),
+        ("ELEVATEAI_TOKEN", "elevateai-token"),
+    ]);
+    for (name, yaml) in [
+        ("commbox.yaml", include_str!("../examples/commbox.yaml")),
+        ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
+        ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
+    ] {
+        let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert_round_trip(name, &config, &env, &[]);
+        let printed = config.to_yaml().unwrap();
+        for secret in ["crm-key", "commbox-token", "0123456789abcdef0123456789abcdef", "pbx-id", "pbx-secret"] {
+            assert!(!printed.contains(secret), "{name}: {secret} printed:\n{printed}");
+        }
+    }
+
+    // Every inline secret, non-default values everywhere the types allow.
+    let inline = r"
+server: { listen: 0.0.0.0:9000, public_url: https://gw.example.com, max_connections: 10 }
+store: { redis_url: 'redis://:pw@redis:6379/1', summary_ttl: 90m, question_ttl: 1h 30m }
+telemetry: { otlp_endpoint: http://otel:4318, sample_ratio: 0.25 }
+auth:
+  keys:
+    crm:
+      key: crm-inline-key
+      webhook_secret: whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=
+      rate_limit: { per_second: 0.5, burst: 3 }
+      providers: [cb, pbx]
+providers:
+  cb:
+    type: commbox
+    base_url: https://api.commbox.io/base/
+    token: vendor-inline-token
+    callback_token: abcdefghijklmnopqrstuvwxyz
+    rate_limit: { per_second: 2.5, burst: 2 }
+    mappings: { summary: { text: '$.answer' } }
+  pbx:
+    type: yeastar
+    base_url: https://pbx.example.com:8088
+    client_id: pbx-inline-id
+    client_secret: pbx-inline-secret
+    circuit_breaker: { enabled: false, open_for: 5s }
+  ai:
+    type: elevateai
+    base_url: https://api.elevateai.com
+    token: vendor-inline-token
+    variant: standard
+";
+    let config = Config::from_yaml(inline, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_round_trip(
+        "inline secrets",
+        &config,
+        &|_| None,
+        &[
+            ("redis_url", "'redis://:pw@redis:6379/1'"),
+            ("key", "crm-inline-key"),
+            ("webhook_secret", "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI="),
+            ("callback_token", "abcdefghijklmnopqrstuvwxyz"),
+            ("token", "vendor-inline-token"),
+            ("client_id", "pbx-inline-id"),
+            ("client_secret", "pbx-inline-secret"),
+        ],
+    );
 }

@@ -11,7 +11,7 @@ use crate::schema::Humantime;
 /// Outgoing webhooks: deliveries to the `callback_url` a caller gave, signed with
 /// its key's `webhook_secret` (Standard Webhooks), retried until they succeed or
 /// `give_up_after`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Accept callback URLs that resolve to loopback, private, link-local or

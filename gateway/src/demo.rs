@@ -1,6 +1,6 @@
 //! `summary-gateway demo`: the gateway on the embedded store with in-process
 //! vendor simulators, so a newcomer can `curl` a summary at once. The
-//! configuration is `config/examples/demo.yaml` plus the `SUMMARY_GATEWAY__*`
+//! configuration is `config/examples/demo.template.yaml` plus the `SUMMARY_GATEWAY__*`
 //! environment overrides, as for `serve`.
 
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std:
 /// (`SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES=10 summary-gateway demo`). `listen`
 /// is `--listen`: given, it wins over the environment.
 pub fn config(listen: Option<SocketAddr>, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
-    let yaml = include_str!("../../config/examples/demo.yaml")
+    let yaml = include_str!("../../config/examples/demo.template.yaml")
         .replace("${LISTEN}", &listen.unwrap_or(DEFAULT_LISTEN).to_string())
         .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
         .replace("${COMMBOX_URL}", &sims.commbox.base_url())

@@ -33,7 +33,8 @@ enum Command {
     Serve,
     /// Validate --config: exit 0, or print every problem with its YAML path and exit 2.
     CheckConfig {
-        /// Also print the effective configuration (secrets masked).
+        /// Also print the effective configuration as YAML that loads back as the same
+        /// configuration (inline secrets as '*****', to be written again).
         #[arg(long)]
         print: bool,
     },
@@ -130,8 +131,13 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
         eprintln!("summary-gateway: --config FILE (or SUMMARY_GATEWAY_CONFIG) is required");
         return Err(ExitCode::from(2));
     };
+    // Before the problems: a misspelt override is often why a value is not what was meant.
+    for warning in gateway_config::override_warnings() {
+        eprintln!("summary-gateway: warning: {warning}");
+    }
     Config::load(&path).map_err(|errors| {
-        eprintln!("summary-gateway: {} has {} problem(s):", path.display(), errors.0.len());
+        let overrides = if errors.iter().any(|e| e.env_var.is_some()) { " with its environment overrides" } else { "" };
+        eprintln!("summary-gateway: {}{overrides} has {} problem(s):", path.display(), errors.0.len());
         for e in errors.iter() {
             eprintln!("{e}");
         }
@@ -156,11 +162,26 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
                 eprintln!("summary-gateway: {problems} problem(s)");
                 return ExitCode::from(2);
             }
-            if print {
-                println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
+            let ok =
+                format!("configuration ok: {} provider(s), {} key(s)", config.providers.len(), config.auth.keys.len());
+            if !print {
+                println!("{ok}");
+                return ExitCode::SUCCESS;
             }
-            println!("configuration ok: {} provider(s), {} key(s)", config.providers.len(), config.auth.keys.len());
-            ExitCode::SUCCESS
+            match config.to_yaml() {
+                // Only YAML on stdout, so `check-config --print > effective.yaml` loads back.
+                Ok(yaml) => {
+                    println!("# {ok}");
+                    println!("# The effective configuration: the file, its environment overrides and every default.");
+                    println!("# Secrets given inline print as '*****': write them again before loading this.");
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("summary-gateway: cannot print the configuration: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(code) => code,
     }

@@ -89,8 +89,16 @@ async fn pending_then_polled_to_completed_with_the_three_sections() {
     assert_eq!(done["status"], "completed", "{done}");
     let sections = done["content"]["sections"].as_array().unwrap();
     assert_eq!(sections.len(), 3, "{done}");
-    assert_eq!(sections[0]["title"], "Client reason for contact");
-    assert!(sections.iter().all(|s| !s["items"].as_array().unwrap().is_empty()));
+    // A summary of the conversation, not its sentences relabelled: the client's
+    // request (not the agent's greeting), what the agent did, how it ended.
+    let titles: Vec<&str> = sections.iter().map(|s| s["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Client reason for contact", "Agent actions", "Outcome"]);
+    let items = |i: usize| -> Vec<&str> {
+        sections[i]["items"].as_array().unwrap().iter().map(|item| item.as_str().unwrap()).collect()
+    };
+    assert_eq!(items(0), ["The client noticed their March invoice was charged twice."], "{done}");
+    assert_eq!(items(1), ["The agent sees the duplicate and has refunded it."], "{done}");
+    assert_eq!(items(2), ["Resolved during the conversation.", "The client thanked the agent."], "{done}");
     let text = done["content"]["text"].as_str().unwrap();
     assert!(!text.contains("**") && !text.contains('<'), "{text}");
     assert!(done["provider_ref"]["action_id"].as_str().unwrap().starts_with("AI_API_SUMMARY_"));

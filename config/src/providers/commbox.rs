@@ -16,7 +16,7 @@ pub const VENDOR_RETENTION: Duration = Duration::from_secs(12 * 3600);
 /// A CommBox account: AI Conversation Summary of a conversation's text,
 /// asynchronous. A request answers 202 while the gateway polls CommBox (or
 /// CommBox calls back); the result comes by `GET`, long-poll or webhook.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     transform = required("base_url"),

@@ -27,7 +27,7 @@ pub enum ElevateAiVariant {
 
 /// An ElevateAI (NICE) account: the generative-AI results of an interaction
 /// (six kinds with `cx`), synchronous, and questions about it (`POST /v1/questions`).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(transform = required("base_url"), transform = exactly_one_of("token_env, token"))]
 pub struct ElevateAiConfig {

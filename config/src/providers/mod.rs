@@ -28,20 +28,22 @@ use crate::error::{ConfigError, deserialize_all, join};
 use crate::schema::{Humantime, properties};
 
 /// One configured provider.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProviderConfig {
-    /// The provider's name: the `provider` field of requests.
+    /// The provider's name: the `provider` field of requests. Not serialized: it
+    /// is the key the provider is written under.
+    #[serde(skip)]
     pub name: String,
+    /// Fields of this provider's `type` (first: `type` leads when printed).
+    #[serde(flatten)]
+    pub vendor: VendorConfig,
     /// Fields every provider type takes.
     #[serde(flatten)]
     pub common: CommonConfig,
-    /// Fields of this provider's `type`.
-    #[serde(flatten)]
-    pub vendor: VendorConfig,
 }
 
 /// Keys every provider takes, whatever its `type`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommonConfig {
     /// Deadline of one call to the vendor (connect + answer); past it the caller gets 504.
@@ -108,7 +110,7 @@ pub(crate) fn vendor_common_defaults(type_name: &str) -> Vec<(&'static str, Valu
 }
 
 /// The vendor-specific part, chosen by `type`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum VendorConfig {
     /// CommBox AI Conversation Summary (text in, asynchronous).

@@ -13,7 +13,7 @@ use crate::{EnvLookup, Secret, resolve_secret};
 /// A Yeastar P-Series PBX: the AI summary of a call recording
 /// (`cdr/getaisummary`), synchronous. The gateway logs in with the PBX's OpenAPI
 /// credentials and keeps the access token fresh.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     transform = required("base_url"),

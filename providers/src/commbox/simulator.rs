@@ -13,8 +13,10 @@
 //! `{"error","status":400}`, 404 `{"status":404,"description","response_time"}`,
 //! 500 `{"error","status":"error"}`).
 //!
-//! The completed markdown is three bullet sections with bold headers, its items taken
-//! from the submitted text's sentences, its headers translated for english, spanish,
+//! The completed markdown is three bullet sections with bold headers, as CommBox
+//! writes them: the client's reason for contact, the agent's actions and the outcome,
+//! picked out of the submitted conversation by speaker and cue words and told in the
+//! third person (see [`summary`]); headers translated for english, spanish,
 //! portuguese, french and german. The nested items are indented by one space (as in
 //! the vendor's docs, which CommonMark reads as siblings, not children) on every other
 //! action and by two on the rest, so a parser has to cope with both.
@@ -59,6 +61,8 @@ use crate::sim_hooks::{self, SimControls};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+mod summary;
 
 /// The one vendor route: `POST` submits, `GET` polls.
 pub const SUMMARY_PATH: &str = "/ai-services/summary_conversation";
@@ -113,8 +117,6 @@ pub const MARK_HOLD: &str = "[sim:hold]";
 pub const FAILURE_MESSAGE: &str = "Summary generation failed";
 
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longer sentences are cut to this many characters in the summary.
-const MAX_ITEM_CHARS: usize = 160;
 
 /// How the simulated service is set up.
 #[derive(Debug, Clone)]
@@ -381,7 +383,7 @@ impl CommBoxSimulator {
         } else {
             // The docs' one-space indent on every other action, two spaces on the rest.
             let indent = if index.is_multiple_of(2) { " " } else { "  " };
-            Outcome::Completed(summary_markdown(text, &submission.language, indent))
+            Outcome::Completed(summary::markdown(text, &submission.language, indent))
         };
         let action = Action {
             held: text.contains(MARK_HOLD),
@@ -614,79 +616,6 @@ async fn fail_next(State(sim): State<CommBoxSimulator>, Json(f): Json<FailNext>)
 async fn release(State(sim): State<CommBoxSimulator>) -> StatusCode {
     sim.release();
     StatusCode::NO_CONTENT
-}
-
-/// Section headers in the languages the simulator translates; others get English.
-fn headers_for(language: &str) -> [&'static str; 3] {
-    match language {
-        "spanish" => ["Motivo de contacto del cliente", "Acciones del agente", "Resultado"],
-        "portuguese" => ["Motivo do contato do cliente", "Ações do agente", "Resultado"],
-        "french" => ["Motif de contact du client", "Actions de l'agent", "Résultat"],
-        "german" => ["Kontaktgrund des Kunden", "Maßnahmen des Agenten", "Ergebnis"],
-        _ => ["Client reason for contact", "Agent actions", "Outcome"],
-    }
-}
-
-/// The completed answer: three bold-headed bullet sections whose items come from the
-/// text's sentences (the first is the reason, the last the outcome, up to two in
-/// between the agent's actions), nested with `indent`.
-fn summary_markdown(text: &str, language: &str, indent: &str) -> String {
-    let sentences = sentences(&strip_markers(text));
-    let Some((first, last)) = sentences.first().zip(sentences.last()) else {
-        let headers = headers_for(language);
-        return headers.map(|h| format!("- **{h}**:\n{indent}- (no content)")).join("\n");
-    };
-    let middle = &sentences[1..sentences.len().saturating_sub(1).max(1)];
-    let actions: Vec<&String> = if middle.is_empty() { vec![last] } else { middle.iter().take(2).collect() };
-    let sections = [vec![first], actions, vec![last]];
-    headers_for(language)
-        .iter()
-        .zip(sections)
-        .map(|(header, items)| {
-            let items: Vec<String> = items.iter().map(|item| format!("{indent}- {item}")).collect();
-            format!("- **{header}**:\n{}", items.join("\n"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The text without `[sim:...]` markers.
-fn strip_markers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("[sim:") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find(']') else {
-            return out;
-        };
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Whitespace-normalised sentences, each cut to a readable length.
-fn sentences(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current: Vec<&str> = Vec::new();
-    for word in text.split_whitespace() {
-        current.push(word);
-        if word.ends_with(['.', '!', '?']) {
-            out.push(shorten(&current.join(" ")));
-            current.clear();
-        }
-    }
-    if !current.is_empty() {
-        out.push(shorten(&current.join(" ")));
-    }
-    out
-}
-
-fn shorten(sentence: &str) -> String {
-    match sentence.char_indices().nth(MAX_ITEM_CHARS - 3) {
-        Some((cut, _)) if sentence.chars().count() > MAX_ITEM_CHARS => format!("{}...", sentence[..cut].trim_end()),
-        _ => sentence.to_owned(),
-    }
 }
 
 /// `2025-12-14T07:26:35.970Z`: UTC with milliseconds, as in CommBox's 404 body.
@@ -967,23 +896,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!((sim.sim.stats().callbacks_sent, sim.sim.stats().callbacks_failed), (0, 1));
-    }
-
-    #[test]
-    fn summaries_follow_the_text() {
-        let short = summary_markdown("Only one sentence here", "italian", "  ");
-        assert_eq!(
-            short,
-            "- **Client reason for contact**:\n  - Only one sentence here\n\
-             - **Agent actions**:\n  - Only one sentence here\n\
-             - **Outcome**:\n  - Only one sentence here"
-        );
-        let long = format!("{} end. Next one? [sim:hold] Last!", "word ".repeat(100));
-        let md = summary_markdown(&long, "spanish", " ");
-        assert!(md.starts_with("- **Motivo de contacto del cliente**:\n - word word"));
-        assert!(md.contains("...\n- **Acciones del agente**:\n - Next one?\n- **Resultado**:\n - Last!"), "{md}");
-        assert_ne!(summary_markdown(&text(""), "english", " "), summary_markdown(&long, "english", " "));
-        assert_eq!(strip_markers("a [sim:fail] b [sim:x"), "a  b ");
     }
 
     #[test]
