@@ -75,7 +75,7 @@ summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar, Comm
        -H 'Content-Type: application/json' \
        -d '{{"provider":"elevateai-demo","conversation":{{"id":"{call}"}},"question":"Was the customer refunded?"}}'
 
-  curl -s http://{addr}/v1/providers?access_token={DEMO_KEY}
+  curl -s 'http://{addr}/v1/providers?access_token={DEMO_KEY}'
   curl -s http://{addr}/openapi.json
 
 Ctrl-C stops it.

@@ -713,3 +713,23 @@ fn no_overlay_ships_a_secret() {
         assert!(secrets.is_empty(), "overlay `{overlay}` renders Secret(s) {secrets:?}; secrets are created by ops");
     }
 }
+
+/// The image builds with the Rust the repository pins (`rust-toolchain.toml`), so
+/// what CI tests is what ships.
+#[test]
+fn the_dockerfile_builds_with_the_pinned_toolchain() {
+    let root = workspace();
+    let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("rust-toolchain.toml names a channel");
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    let builder = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the Dockerfile builds FROM rust:<version>");
+    assert_eq!(builder, format!("{channel}-bookworm"), "deploy/Dockerfile and rust-toolchain.toml disagree");
+}

@@ -141,3 +141,82 @@ async fn statuses_and_constraints_match_what_the_handlers_do() {
     // The vendor's code is whatever it sent: no type constraint.
     assert!(doc["components"]["schemas"]["Problem"]["properties"]["provider_code"].get("type").is_none());
 }
+
+/// docs/api.md, the API reference in words, against the document the gateway
+/// serves: every operation, parameter, resource field and error status in one
+/// is in the other, so neither can drift.
+#[tokio::test]
+async fn the_api_reference_in_docs_matches_the_openapi_document() {
+    let gw = TestGateway::start().await;
+    let doc: Value = gw.client.get(format!("{}/openapi.json", gw.url)).send().await.unwrap().json().await.unwrap();
+    let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    let mut problems = Vec::new();
+
+    // Operations: `GET /path` written in the reference ⇔ in the document.
+    let mut documented = BTreeSet::new();
+    let mut error_statuses = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                if !reference.contains(&format!("`{name}`")) && !reference.contains(&format!("`{name}:")) {
+                    problems.push(format!("parameter `{name}` of {method} {path} is not in docs/api.md"));
+                }
+            }
+            for status in op["responses"].as_object().unwrap().keys() {
+                if status.as_str() >= "400" {
+                    error_statuses.insert(status.clone());
+                }
+            }
+        }
+    }
+    let written: BTreeSet<String> = reference
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("GET /") || s.starts_with("POST /"))
+        .map(|s| s.split('?').next().unwrap().to_owned())
+        .collect();
+    for missing in documented.difference(&written) {
+        problems.push(format!("{missing} is served but not in docs/api.md"));
+    }
+    for extra in written.difference(&documented) {
+        problems.push(format!("{extra} is in docs/api.md but not served"));
+    }
+
+    // Fields of every resource a caller reads or writes.
+    for schema in
+        ["Summary", "Content", "Section", "Participant", "SummaryError", "CreateSummary", "Conversation", "Question"]
+            .into_iter()
+            .chain(["AskQuestion", "ProviderEntry", "Problem"])
+    {
+        for field in properties(&doc, schema) {
+            if !reference.contains(&format!("`{field}`")) && !reference.contains(&format!("\"{field}\"")) {
+                problems.push(format!("field `{field}` of {schema} is not in docs/api.md"));
+            }
+        }
+    }
+    for schema in ["Status", "Kind", "Party", "ProviderStatus", "QuestionStatus"] {
+        for value in doc["components"]["schemas"][schema]["enum"].as_array().unwrap() {
+            let value = value.as_str().unwrap();
+            if !reference.contains(&format!("`{value}`")) {
+                problems.push(format!("{schema} value `{value}` is not in docs/api.md"));
+            }
+        }
+    }
+
+    // Every error status an operation declares has a row in the errors table.
+    let table: BTreeSet<String> = reference
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect();
+    for status in error_statuses.difference(&table) {
+        problems
+            .push(format!("status {status} is declared by an operation but has no row in docs/api.md's errors table"));
+    }
+    assert!(problems.is_empty(), "docs/api.md has drifted from /openapi.json:\n{}", problems.join("\n"));
+}
