@@ -40,7 +40,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -377,6 +377,9 @@ struct Activity {
     /// The status of an answer written before any request reached the service:
     /// hyper's own refusal of a head.
     refused: AtomicU16,
+    /// Woken when the deadline moves earlier (a next request starts on an
+    /// idle connection: the header deadline is nearer than the idle one).
+    earlier: Notify,
 }
 
 /// Marks a request as under way until dropped.
@@ -392,6 +395,7 @@ impl Activity {
             reading: AtomicBool::new(false),
             since: Mutex::new(now),
             refused: AtomicU16::new(0),
+            earlier: Notify::new(),
         }
     }
 
@@ -427,6 +431,8 @@ impl Activity {
         {
             self.reading.store(true, Ordering::Relaxed);
             *self.since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            // The watchdog may be asleep until the idle deadline.
+            self.earlier.notify_one();
         }
     }
 
@@ -460,7 +466,8 @@ impl Drop for InFlight {
 
 /// Completes with the reason once a deadline of `activity` has passed.
 /// Sleeps from deadline to deadline: a request's start or end moves the
-/// deadline later, which the next wake-up sees, so nothing is reset per request.
+/// deadline later, which the next wake-up sees, so nothing is reset per request;
+/// the one move earlier (a next head starting on an idle connection) wakes it.
 async fn watchdog(activity: &Activity, limits: Limits) -> &'static str {
     loop {
         let now = Instant::now();
@@ -471,7 +478,10 @@ async fn watchdog(activity: &Activity, limits: Limits) -> &'static str {
             // apply after it ends.
             None => now + limits.header_read_timeout.min(limits.idle_timeout),
         };
-        tokio::time::sleep_until(wake).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = activity.earlier.notified() => {}
+        }
     }
 }
 
@@ -579,6 +589,22 @@ mod tests {
         activity.read();
         let first_byte = Instant::now();
         assert_eq!(watchdog(&activity, limits()).await, "header_timeout");
+        assert_eq!(first_byte.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_next_head_starting_while_the_watchdog_sleeps_to_the_idle_deadline_gets_the_header_deadline() {
+        let activity = Arc::new(Activity::new());
+        drop(activity.start());
+        let watch = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move { watchdog(&activity, limits()).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.read();
+        let first_byte = Instant::now();
+        assert_eq!(watch.await.unwrap(), "header_timeout");
         assert_eq!(first_byte.elapsed(), Duration::from_secs(10));
     }
 
