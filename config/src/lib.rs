@@ -99,6 +99,16 @@ impl Config {
         overrides::load(Figment::from(Yaml::string(yaml)), &process_env)
     }
 
+    /// As [`Config::from_yaml_with_env_overrides`], then `set`: `(dotted key, value)`
+    /// pairs from the command line (`("store.redis_url", url)`), which win over the
+    /// environment and are checked as the file's values are.
+    pub fn from_yaml_with_env_overrides_and(yaml: &str, set: &[(&str, &str)]) -> Result<Self, ConfigErrors> {
+        let flags = set.iter().fold(Figment::new(), |flags, (key, value)| {
+            flags.merge(figment::providers::Serialized::default(key, value))
+        });
+        overrides::load_with(Figment::from(Yaml::string(yaml)), flags, &process_env)
+    }
+
     /// Parses YAML text alone (no environment overrides); `*_env` secrets are
     /// looked up with `env`.
     pub fn from_yaml(yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {

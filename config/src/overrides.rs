@@ -32,10 +32,15 @@ fn overrides() -> Env {
 
 /// Loads `file` with the overrides of the process environment over it.
 pub(crate) fn load(file: Figment, env: &EnvLookup) -> Result<Config, ConfigErrors> {
+    load_with(file, Figment::new(), env)
+}
+
+/// As [`load`], with `flags` (command-line options) over the overrides: a flag wins.
+pub(crate) fn load_with(file: Figment, flags: Figment, env: &EnvLookup) -> Result<Config, ConfigErrors> {
     let overrides = overrides();
     let origin_name = overrides.metadata().name;
     let file_tree = root(&file);
-    let figment = file.merge(overrides);
+    let figment = file.merge(overrides).merge(flags);
     let mut value: Value = figment.extract().map_err(crate::figment_errors)?;
     let origin = Origin { tree: root(&figment), file_tree, figment: &figment, origin_name };
     let mut errors = origin.take_created_entries(&mut value);

@@ -26,14 +26,20 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std:
 /// The demo configuration, with the simulators' addresses filled in, then the
 /// `SUMMARY_GATEWAY__*` environment overrides applied as for a config file
 /// (`SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES=10 summary-gateway demo`). `listen`
-/// is `--listen`: given, it wins over the environment.
-pub fn config(listen: Option<SocketAddr>, sims: &Simulators) -> Result<Config, gateway_config::ConfigErrors> {
+/// is `--listen`, `redis_url` is `--redis-url` (the shared store instead of the
+/// embedded one): given, they win over the environment.
+pub fn config(
+    listen: Option<SocketAddr>,
+    redis_url: Option<&str>,
+    sims: &Simulators,
+) -> Result<Config, gateway_config::ConfigErrors> {
     let yaml = include_str!("../../config/examples/demo.template.yaml")
         .replace("${LISTEN}", &listen.unwrap_or(DEFAULT_LISTEN).to_string())
         .replace("${YEASTAR_URL}", &sims.yeastar.base_url())
         .replace("${COMMBOX_URL}", &sims.commbox.base_url())
         .replace("${ELEVATEAI_URL}", &sims.elevateai.base_url());
-    let mut config = Config::from_yaml_with_env_overrides(&yaml)?;
+    let set: Vec<(&str, &str)> = redis_url.map(|url| ("store.redis_url", url)).into_iter().collect();
+    let mut config = Config::from_yaml_with_env_overrides_and(&yaml, &set)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -49,11 +55,12 @@ pub async fn start_simulators() -> std::io::Result<Simulators> {
     })
 }
 
-/// What to print once the demo listens.
-pub fn banner(addr: SocketAddr) -> String {
+/// What to print once the demo listens; `store` is the store's kind.
+pub fn banner(addr: SocketAddr, store: &str) -> String {
+    let store = if store == "redis" { "the Redis store of --redis-url" } else { "embedded store" };
     format!(
         r#"
-summary-gateway demo on http://{addr}  (embedded store, in-process Yeastar, CommBox and ElevateAI simulators)
+summary-gateway demo on http://{addr}  ({store}, in-process Yeastar, CommBox and ElevateAI simulators)
 
   # Yeastar (synchronous): a call leg's summary
   curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {DEMO_KEY}' \

@@ -44,6 +44,10 @@ enum Command {
         /// Where to listen [default: 127.0.0.1:8080, or SUMMARY_GATEWAY__SERVER__LISTEN].
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// The shared Redis store instead of the embedded one (`redis://127.0.0.1:6379/0`),
+        /// to try several replicas locally [default: SUMMARY_GATEWAY__STORE__REDIS_URL, or none].
+        #[arg(long, value_name = "URL")]
+        redis_url: Option<String>,
     },
     /// Run a vendor simulator as a process.
     Simulate {
@@ -104,7 +108,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::CheckConfig { print } => with_logs(async move { check_config(cli.config, print) }),
-        Command::Demo { listen } => with_logs(run_demo(listen)),
+        Command::Demo { listen, redis_url } => with_logs(run_demo(listen, redis_url)),
         Command::Simulate { vendor } => with_logs(simulate(vendor)),
     }
 }
@@ -187,7 +191,7 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
     }
 }
 
-async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) -> ExitCode {
+async fn serve_config(config: Config, banner: Option<fn(SocketAddr, &str) -> String>) -> ExitCode {
     let listen = config.server.listen;
     let app = match App::new(config) {
         Ok(app) => app,
@@ -207,7 +211,7 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) 
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(%addr, providers = app.providers.len(), store = app.summaries.store().kind(), "listening");
     if let Some(banner) = banner {
-        println!("{}", banner(addr));
+        println!("{}", banner(addr, app.summaries.store().kind()));
     }
     match run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -218,7 +222,7 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr) -> String>) 
     }
 }
 
-async fn run_demo(listen: Option<SocketAddr>) -> ExitCode {
+async fn run_demo(listen: Option<SocketAddr>, redis_url: Option<String>) -> ExitCode {
     let sim = match demo::start_simulators().await {
         Ok(sim) => sim,
         Err(e) => {
@@ -226,7 +230,7 @@ async fn run_demo(listen: Option<SocketAddr>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = match demo::config(listen, &sim) {
+    let config = match demo::config(listen, redis_url.as_deref(), &sim) {
         Ok(c) => c,
         Err(errors) => {
             // With SUMMARY_GATEWAY__* overrides, a problem is the caller's: exit 2 as serve does.

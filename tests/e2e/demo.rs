@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{binary, client, expect_problem};
+use crate::redis_support::{self, TestRedis};
 
 /// The demo's API key (gateway/src/demo.rs).
 pub const DEMO_KEY: &str = "demo-key";
@@ -24,8 +25,14 @@ pub struct DemoProcess {
 impl DemoProcess {
     /// Starts the demo with these environment variables and waits for it to listen.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(&[], env)
+    }
+
+    /// Starts the demo with these options after `--listen 127.0.0.1:0` and these
+    /// environment variables, and waits for it to listen.
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = binary();
-        cmd.args(["demo", "--listen", "127.0.0.1:0"]).env("LOG_FORMAT", "json").env("RUST_LOG", "info");
+        cmd.args(["demo", "--listen", "127.0.0.1:0"]).args(args).env("LOG_FORMAT", "json").env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -103,28 +110,63 @@ async fn the_demo_honours_environment_overrides() {
     expect_problem(r, 429, "rate_limited").await;
 }
 
+/// Runs the demo with `args` and `env` until it exits (at most 20 s): its exit
+/// code and standard error.
+fn demo_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = binary();
+    cmd.args(["demo", "--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    let Ok(output) = done_rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        panic!("the demo kept running with {args:?} {env:?}");
+    };
+    let output = output.unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 #[test]
 fn a_bad_override_stops_the_demo_with_the_key_s_path() {
-    let mut child = binary()
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES", "lots")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the demo kept running with SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES=lots");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (code, stderr) = demo_exit(&[], &[("SUMMARY_GATEWAY__SERVER__MAX_BODY_BYTES", "lots")]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("server.max_body_bytes"), "{stderr}");
+}
+
+#[tokio::test]
+async fn two_demos_on_one_redis_url_share_their_summaries() {
+    let redis = TestRedis::new("demo");
+    let env = [("SUMMARY_GATEWAY__STORE__KEY_PREFIX", redis.prefix())];
+    let one = DemoProcess::spawn_with(&["--redis-url", redis.url()], &env);
+    let other = DemoProcess::spawn_with(&["--redis-url", redis.url()], &env);
+    assert!(one.output().contains("the Redis store of --redis-url"), "{}", one.output());
+
+    let client = client();
+    let made = client.post(format!("{}/v1/summaries", one.url())).bearer_auth(DEMO_KEY).json(&docs_request());
+    let made = made.send().await.unwrap();
+    assert_eq!(made.status(), 200, "{}", one.output());
+    let made: Value = made.json().await.unwrap();
+    // The other replica reads it from the shared store without calling its own simulator.
+    let id = made["id"].as_str().unwrap();
+    let read = client.get(format!("{}/v1/summaries/{id}", other.url())).bearer_auth(DEMO_KEY).send().await.unwrap();
+    assert_eq!(read.status(), 200, "{}", other.output());
+    let again = client.post(format!("{}/v1/summaries", other.url())).bearer_auth(DEMO_KEY).json(&docs_request());
+    let again = again.send().await.unwrap();
+    assert_eq!(again.headers()["cache-status"], "summary-gateway; hit");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["sections"], made["sections"]);
+    assert!(!redis_support::keys(&mut redis.connection(), redis.prefix()).is_empty(), "nothing in Redis");
+
+    // --redis-url wins over the environment and is checked as the file's value is.
+    let env = [env[0], ("SUMMARY_GATEWAY__STORE__REDIS_URL", redis.url())];
+    let (code, stderr) = demo_exit(&["--redis-url", "memcached://127.0.0.1:11211"], &env);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("store.redis_url"), "{stderr}");
+    assert!(!stderr.contains("11211"), "the URL may hold a password: {stderr}");
 }
