@@ -46,6 +46,40 @@ if ! "${st_venv}/bin/st" --version 2>/dev/null | grep -qF "${SCHEMATHESIS_VERSIO
 fi
 export SG_SCHEMATHESIS="${st_venv}/bin/st"
 
+# tests/e2e/examples.rs runs the client examples against the demo. The Python one's
+# packages (examples/python/requirements.txt, every version pinned) go into a
+# virtualenv of their own, the TypeScript one's (tsx to run it, tsc to type-check
+# it: examples/typescript/package-lock.json) into a folder of their own; both
+# under the user's cache, keyed by the hash of the file they come from, installed
+# once. A `.installed` file marks a finished install: an interrupted one is redone
+# from nothing. The test reads the paths from SG_EXAMPLES_PYTHON and
+# SG_EXAMPLES_NODE_MODULES.
+sg_cache="${XDG_CACHE_HOME:-$HOME/.cache}/summary-gateway"
+py_req=examples/python/requirements.txt
+py_venv="${sg_cache}/examples-python-$(sha256sum "${py_req}" | cut -c1-16)"
+if [[ ! -f "${py_venv}/.installed" ]]; then
+  echo "--- installing the Python client example's packages (PyPI) into ${py_venv}"
+  command -v python3 >/dev/null || { echo "python3 (3.10 or later, with venv and pip) is needed for examples/python" >&2; exit 1; }
+  rm -rf "${py_venv}"
+  mkdir -p "${sg_cache}"
+  python3 -m venv "${py_venv}"
+  "${py_venv}/bin/pip" install --quiet --disable-pip-version-check --no-input -r "${py_req}"
+  touch "${py_venv}/.installed"
+fi
+export SG_EXAMPLES_PYTHON="${py_venv}/bin/python"
+node_lock=examples/typescript/package-lock.json
+node_dir="${sg_cache}/examples-node-$(sha256sum "${node_lock}" | cut -c1-16)"
+if [[ ! -f "${node_dir}/.installed" ]]; then
+  echo "--- installing the TypeScript client example's packages (npm) into ${node_dir}"
+  command -v npm >/dev/null || { echo "Node.js 20 (node and npm) is needed for examples/typescript" >&2; exit 1; }
+  rm -rf "${node_dir}"
+  mkdir -p "${node_dir}"
+  cp examples/typescript/package.json "${node_lock}" "${node_dir}/"
+  (cd "${node_dir}" && npm ci --silent --no-audit --no-fund >/dev/null)
+  touch "${node_dir}/.installed"
+fi
+export SG_EXAMPLES_NODE_MODULES="${node_dir}/node_modules"
+
 port="${SG_TEST_REDIS_PORT:-6379}"
 if [[ -z "${SG_TEST_REDIS_URL:-}" ]]; then
   export SG_TEST_REDIS_URL="redis://127.0.0.1:${port}"

@@ -15,6 +15,7 @@ mod demo;
 mod drain;
 mod elevateai;
 mod errors;
+mod examples;
 mod lifecycle;
 mod logs;
 mod metrics;
