@@ -131,3 +131,46 @@ fn every_language_the_adapter_sends_is_one_the_simulator_accepts() {
         assert!(super::simulator::LANGUAGES.contains(name), "{tag} → {name}");
     }
 }
+
+/// A `Completed` poll answer of `fixtures/` → canonical content, as the adapter
+/// maps it with the built-in mapping: `$.answer` read as markdown, through
+/// [`super::mapping::sections_from_markdown`] (no other content field is mapped
+/// by default; `data` and `participants` stay empty for CommBox).
+fn fixture_content(fixture: &str) -> crate::canonical::Content {
+    let body: serde_json::Value = serde_json::from_str(fixture).unwrap();
+    assert_eq!(body["status"], "Completed", "a fixture of a finished action");
+    assert!(body["action_id"].as_str().is_some_and(|id| id.starts_with("AI_API_SUMMARY_")), "{body}");
+    let answer = body["answer"].as_str().expect("a Completed answer carries markdown");
+    crate::canonical::Content::from_sections(super::mapping::sections_from_markdown(answer))
+}
+
+#[test]
+fn the_docs_answer_maps_to_its_one_section() {
+    let content = fixture_content(include_str!("fixtures/completed_docs.json"));
+    assert_eq!(content.sections.len(), 1);
+    insta::assert_json_snapshot!("docs_example_content", content);
+}
+
+#[test]
+fn the_simulators_answers_map_to_three_titled_sections() {
+    for (name, fixture) in [
+        ("one_space_content", include_str!("fixtures/completed_one_space.json")),
+        ("two_spaces_content", include_str!("fixtures/completed_two_spaces.json")),
+        ("spanish_content", include_str!("fixtures/completed_spanish.json")),
+    ] {
+        let content = fixture_content(fixture);
+        assert_eq!(content.sections.len(), 3, "{name}: {:?}", content.sections);
+        assert!(content.sections.iter().all(|s| s.title.is_some() && !s.items.is_empty()), "{name}");
+        assert!(!content.text.contains("**") && !content.markdown.contains("**"), "{name}");
+        insta::assert_json_snapshot!(name, content);
+    }
+}
+
+#[test]
+fn the_indent_of_a_fixture_does_not_change_its_content() {
+    let body: serde_json::Value = serde_json::from_str(include_str!("fixtures/completed_one_space.json")).unwrap();
+    let one_space = body["answer"].as_str().unwrap();
+    let two_spaces = one_space.replace("\n - ", "\n  - ");
+    assert_ne!(one_space, two_spaces);
+    assert_eq!(super::mapping::sections_from_markdown(&two_spaces), super::mapping::sections_from_markdown(one_space));
+}

@@ -251,3 +251,99 @@ fn bad_mappings_are_all_reported_with_their_paths() {
     assert!(errors.iter().any(|e| e.starts_with("mappings.summary.text: `$.[` is not a valid JSONPath")));
     assert!(errors.iter().any(|e| e.starts_with("mappings.topics.colour: unknown field")));
 }
+
+/// The interactions the simulator is seeded with (`fixtures/interactions.json`).
+fn fixture_interactions() -> Vec<serde_json::Value> {
+    serde_json::from_str(include_str!("fixtures/interactions.json")).unwrap()
+}
+
+/// One kind's answer for an interaction, shaped as the vendor's route answers it
+/// (the simulator's `gen_ai`). Both variants answer the same shape.
+fn vendor_answer(interaction: &serde_json::Value, kind: Kind, language: &str) -> serde_json::Value {
+    let i = interaction;
+    match kind {
+        Kind::Summary => serde_json::json!({ "summary": i["summary"][language] }),
+        Kind::Details => i["details"].clone(),
+        Kind::ActionItems => serde_json::json!({ "actionItems": i["actionItems"] }),
+        Kind::Coaching => serde_json::json!({ "coachingPoints": i["coachingPoints"] }),
+        Kind::Topics => serde_json::json!({ "topics": i["topics"] }),
+        Kind::Composition => serde_json::json!({ "concerns": i["concerns"] }),
+    }
+}
+
+/// One fixture interaction's answer of a kind, mapped: what fills the
+/// summary's `content` and `data`.
+#[derive(serde::Serialize)]
+struct Mapped {
+    interaction: String,
+    content: crate::canonical::Content,
+    data: Option<serde_json::Value>,
+}
+
+/// Every fixture interaction's answer of `kind` (summaries in English, the
+/// default) through the built-in mapping, in the order of the file.
+fn mapped_fixtures(kind: Kind) -> Vec<Mapped> {
+    let mappings = crate::mapping::Mappings::build(super::mapping::TABLE, &std::collections::BTreeMap::new()).unwrap();
+    let mapped: Vec<Mapped> = fixture_interactions()
+        .iter()
+        .map(|interaction| {
+            let answer = vendor_answer(interaction, kind, "en");
+            let (content, data) = super::mapping::map_kind(kind, mappings.section(kind.as_str()), &answer)
+                .unwrap_or_else(|e| panic!("{kind:?} of {}: {e}", interaction["identifier"]));
+            Mapped { interaction: interaction["identifier"].as_str().unwrap().to_owned(), content, data }
+        })
+        .collect();
+    let ids: Vec<&str> = mapped.iter().map(|m| m.interaction.as_str()).collect();
+    assert_eq!(ids, [BILLING_CALL, OUTAGE_CHAT, PROCESSING_CALL]);
+    mapped
+}
+
+// One snapshot per kind, the same for both variants: the mapping does not see
+// the variant, and the standard routes answer the cx shapes (coaching and
+// composition are cx only).
+
+#[test]
+fn the_fixtures_summaries_map_to_one_paragraph_in_every_language() {
+    insta::assert_json_snapshot!("summary", mapped_fixtures(Kind::Summary));
+    let mappings = crate::mapping::Mappings::build(super::mapping::TABLE, &std::collections::BTreeMap::new()).unwrap();
+    for interaction in fixture_interactions() {
+        let summaries = interaction["summary"].as_object().unwrap();
+        let mut languages: Vec<&str> = summaries.keys().map(String::as_str).collect();
+        languages.sort_unstable();
+        assert_eq!(languages, ["de", "en", "es", "fr", "pt"]);
+        for (language, text) in summaries {
+            let answer = vendor_answer(&interaction, Kind::Summary, language);
+            let (content, data) =
+                super::mapping::map_kind(Kind::Summary, mappings.section("summary"), &answer).unwrap();
+            let text = text.as_str().unwrap();
+            assert_eq!(content.text, text, "{language}");
+            assert_eq!(content.sections, [crate::canonical::Section { title: None, items: vec![text.to_owned()] }]);
+            assert_eq!(data, None);
+        }
+    }
+}
+
+#[test]
+fn the_fixtures_details_map_to_sections_and_data() {
+    insta::assert_json_snapshot!("details", mapped_fixtures(Kind::Details));
+}
+
+#[test]
+fn the_fixtures_action_items_map_to_one_section() {
+    insta::assert_json_snapshot!("action_items", mapped_fixtures(Kind::ActionItems));
+}
+
+#[test]
+fn the_fixtures_coaching_points_map_to_a_section_per_category() {
+    insta::assert_json_snapshot!("coaching", mapped_fixtures(Kind::Coaching));
+}
+
+#[test]
+fn the_fixtures_topics_map_to_one_section_and_data() {
+    insta::assert_json_snapshot!("topics", mapped_fixtures(Kind::Topics));
+}
+
+#[test]
+fn the_fixtures_concerns_map_to_a_section_per_concern_and_data() {
+    insta::assert_json_snapshot!("composition", mapped_fixtures(Kind::Composition));
+}
