@@ -32,9 +32,6 @@ use crate::store::{FlightClaim, QuestionLedger, Store};
 use crate::summaries::{CacheStatus, rfc3339};
 use crate::waiters::Waiters;
 
-/// Questions the vendor answers per interaction.
-pub const ALLOWANCE: usize = providers::elevateai::QUESTION_ALLOWANCE;
-
 /// The question service shared by the handlers.
 pub struct Questions {
     store: Arc<dyn Store>,
@@ -82,8 +79,10 @@ impl Questions {
         if let Some(known) = ledger.questions.iter().find(|q| q.id == id && q.status == QuestionStatus::Answered) {
             return Ok((known.clone(), CacheStatus::Hit));
         }
-        if answered(&ledger) >= ALLOWANCE {
-            return Err(limit_reached(provider.name()));
+        // The API checked the provider answers questions; without rules no allowance is known.
+        let allowance = provider.question_rules().map_or(usize::MAX, |rules| rules.allowance);
+        if answered(&ledger) >= allowance {
+            return Err(limit_reached(provider.name(), allowance));
         }
         let (this, provider, conversation) = (Arc::clone(self), Arc::clone(provider), conversation.to_owned());
         let key = id.clone();
@@ -227,9 +226,9 @@ fn to_resources(provider: &Provider, conversation: &str, asked: Vec<AskedQuestio
         .collect()
 }
 
-fn limit_reached(provider: &str) -> ApiError {
+fn limit_reached(provider: &str, allowance: usize) -> ApiError {
     RequestError::QuestionLimitReached(format!(
-        "the {ALLOWANCE} questions `{provider}` answers about this conversation are spent; \
+        "the {allowance} questions `{provider}` answers about this conversation are spent; \
          questions already asked are still answered (GET /v1/questions lists them)"
     ))
     .into()

@@ -3,7 +3,9 @@
 //! Layout:
 //! - [`canonical`]: the summary resource callers see (API.md), with OpenAPI schemas.
 //! - [`content`]: sections → `content.text` / `content.markdown`, shared by all vendors.
-//! - [`adapter`]: [`Provider`], the one interface the gateway calls.
+//! - [`vendor`]: the vocabulary every vendor speaks and [`Vendor`], the trait each adapter implements.
+//! - [`provider`]: [`Provider`], one configured provider (adapter, breaker, metrics): what the gateway calls.
+//! - [`registry`]: the vendors of this build, one entry each; builds adapters from the configuration.
 //! - [`breaker`]: each provider's circuit breaker around its vendor calls.
 //! - [`error`]: vendor failures already classified by the gateway's error table.
 //! - [`outbound`]: the pooled HTTP transport with concurrency cap, rate limit and deadline.
@@ -15,7 +17,6 @@
 //! - [`shared`]: state shared with other replicas (one vendor login, one concurrency cap for the fleet).
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
-pub mod adapter;
 pub mod breaker;
 pub mod canonical;
 pub mod commbox;
@@ -26,17 +27,21 @@ pub mod language;
 pub mod mapping;
 pub mod metrics;
 pub mod outbound;
+pub mod provider;
+pub mod registry;
 pub mod shared;
 pub mod sim_hooks;
+pub mod vendor;
 pub mod yeastar;
 
-pub use adapter::{
-    Asked, AskedQuestion, Completed, Input, JobFailure, JobPolicy, Polled, Provider, ProviderStatus, Started,
-    SummaryRequest,
-};
 pub use breaker::CircuitState;
 pub use canonical::{
     Content, Conversation, Kind, Participant, Party, Question, QuestionStatus, Section, Status, Summary, SummaryError,
 };
 pub use error::{ProviderError, RequestProblem, VendorDetail};
+pub use provider::Provider;
 pub use shared::{SharedError, SharedState};
+pub use vendor::{
+    Asked, AskedQuestion, Completed, Input, JobFailure, JobPolicy, Polled, ProviderStatus, QuestionRules, Started,
+    SummaryRequest, Vendor,
+};

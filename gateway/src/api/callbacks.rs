@@ -19,7 +19,7 @@ use crate::middleware::redact::PathCredential;
 use crate::state::App;
 use crate::summaries::is_summary_id;
 
-/// A vendor's job-ended notification (CommBox `callback_url`).
+/// A vendor's job-ended notification (for vendors that call back, such as CommBox's `callback_url`).
 #[utoipa::path(
     post,
     path = "/callbacks/{provider}/{token}",
@@ -29,7 +29,7 @@ use crate::summaries::is_summary_id;
         ("token" = String, Path, description = "The provider's callback token (from its config)"),
         ("id" = String, Query, description = "The summary id the gateway put in the callback URL"),
     ),
-    request_body(content = Object, description = "The vendor's status body (used only for its `action_id`)"),
+    request_body(content = Object, description = "The vendor's status body (used only for the vendor job it names, such as CommBox's `action_id`)"),
     responses(
         (status = 204, description = "Noted: the job is polled now (or had already ended)"),
         (status = 400, description = "invalid_request: no summary id, or a job of another vendor action", body = Problem, content_type = "application/problem+json"),
@@ -63,11 +63,11 @@ pub async fn vendor_callback(
         // Already ended (polling got there first), or expired: nothing to do.
         return Ok(StatusCode::NO_CONTENT);
     };
-    if let Some(action_id) = providers::commbox::callback_action_id(&body)
-        && action_id != job.vendor_ref
+    if let Some(job_ref) = provider.callback_job_ref(&body)
+        && job_ref != job.vendor_ref
     {
-        tracing::warn!(provider = provider.name(), summary_id = %id, "vendor callback for another action than the job's");
-        return Err(RequestError::Invalid("the callback's action_id is not this job's".into()).into());
+        tracing::warn!(provider = provider.name(), summary_id = %id, "vendor callback for another vendor job than this one's");
+        return Err(RequestError::Invalid("the callback names another vendor job than this one's".into()).into());
     }
     let local = app.summaries.nudge(&id);
     if !local && let Err(e) = app.summaries.store().nudge(&id).await {

@@ -27,12 +27,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::adapter::{Completed, JobFailure, JobPolicy, Polled, Started, SummaryRequest};
 use crate::canonical::{Content, Kind};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
 use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, AnswerBudget, Outbound};
+use crate::vendor::{Completed, Input, JobFailure, JobPolicy, Polled, Started, SummaryRequest, Vendor};
 
 /// CommBox's errors carry no code of their own: the statuses its adapter tells
 /// apart are the `vendor_code` label's values.
@@ -385,6 +385,58 @@ fn error_message(body: &serde_json::Map<String, Value>) -> Option<String> {
 pub fn callback_action_id(body: &[u8]) -> Option<String> {
     let body: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
     string_field(&body, "action_id")
+}
+
+/// Text in, asynchronous: a job per submission, polled (or called back) until it ends.
+#[async_trait::async_trait]
+impl Vendor for CommBox {
+    fn type_name(&self) -> &'static str {
+        "commbox"
+    }
+
+    fn input(&self) -> Input {
+        Input::Text
+    }
+
+    fn vendor_codes(&self) -> &'static VendorCodes {
+        &VENDOR_CODES
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        Self::KINDS
+    }
+
+    fn is_available(&self) -> bool {
+        Self::is_available(self)
+    }
+
+    fn language(&self, _kind: Kind, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
+        Self::language(self, tag).map(Some)
+    }
+
+    fn validate(&self, req: &SummaryRequest) -> Result<(), RequestProblem> {
+        Self::validate(req)
+    }
+
+    async fn start(&self, req: &SummaryRequest, callback: Option<&Url>) -> Result<Started, ProviderError> {
+        Self::start(self, req, callback).await
+    }
+
+    fn job_policy(&self) -> Option<&JobPolicy> {
+        Some(self.policy())
+    }
+
+    async fn poll(&self, job_ref: &str) -> Result<Polled, ProviderError> {
+        Self::poll(self, job_ref).await
+    }
+
+    fn callback_token(&self) -> Option<&Secret<String>> {
+        Self::callback_token(self)
+    }
+
+    fn callback_job_ref(&self, body: &[u8]) -> Option<String> {
+        callback_action_id(body)
+    }
 }
 
 #[cfg(test)]

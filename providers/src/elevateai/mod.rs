@@ -29,13 +29,15 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::adapter::{Asked, AskedQuestion, Completed, JobFailure, SummaryRequest};
 use crate::canonical::Kind;
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::Mappings;
 use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, AnswerBudget, Outbound};
 use crate::shared::SharedState;
+use crate::vendor::{
+    Asked, AskedQuestion, Completed, Input, JobFailure, QuestionRules, Started, SummaryRequest, Vendor,
+};
 
 /// The vendor's limit on a question's length.
 pub const MAX_QUESTION_CHARS: usize = 250;
@@ -372,6 +374,58 @@ impl ElevateAi {
             },
             other => ProviderError::bad_answer(other, &format!("HTTP {other}")),
         }
+    }
+}
+
+/// Reference in, synchronous; kinds by variant; questions about an interaction.
+#[async_trait::async_trait]
+impl Vendor for ElevateAi {
+    fn type_name(&self) -> &'static str {
+        "elevateai"
+    }
+
+    fn input(&self) -> Input {
+        Input::Reference
+    }
+
+    fn vendor_codes(&self) -> &'static VendorCodes {
+        &VENDOR_CODES
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        Self::kinds(self)
+    }
+
+    fn is_available(&self) -> bool {
+        Self::is_available(self)
+    }
+
+    fn language(&self, kind: Kind, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
+        Self::language(kind, tag)
+    }
+
+    fn validate(&self, req: &SummaryRequest) -> Result<(), RequestProblem> {
+        Self::validate(req)
+    }
+
+    async fn start(&self, req: &SummaryRequest, _callback: Option<&Url>) -> Result<Started, ProviderError> {
+        self.summarize(req).await.map(Started::Done)
+    }
+
+    fn questions(&self) -> Option<QuestionRules> {
+        Some(QuestionRules { max_chars: MAX_QUESTION_CHARS, allowance: QUESTION_ALLOWANCE })
+    }
+
+    fn validate_question_conversation(&self, conversation_id: Option<&str>) -> Result<(), RequestProblem> {
+        validate_interaction_id(conversation_id)
+    }
+
+    async fn ask(&self, conversation_id: &str, question: &str) -> Result<Asked, ProviderError> {
+        Self::ask(self, conversation_id, question).await
+    }
+
+    async fn asked_questions(&self, conversation_id: &str) -> Result<Vec<AskedQuestion>, ProviderError> {
+        self.questions(conversation_id).await
     }
 }
 

@@ -25,13 +25,13 @@ use tokio::time::Instant;
 use url::Url;
 
 use self::token::TokenManager;
-use crate::adapter::{Completed, SummaryRequest};
 use crate::canonical::{Content, Kind, Participant, Party};
 use crate::error::{ProviderError, RequestProblem, VendorDetail};
 use crate::mapping::{Mappings, SectionSpec};
 use crate::metrics::VendorCodes;
 use crate::outbound::{Answer, AnswerBudget, Outbound};
 use crate::shared::SharedState;
+use crate::vendor::{Completed, Input, Started, SummaryRequest, Vendor};
 
 /// Errcode: the access token expired (refresh and retry once).
 const TOKEN_EXPIRED: i64 = 10_004;
@@ -253,6 +253,38 @@ pub(crate) struct Envelope {
     pub errcode: i64,
     pub errmsg: Option<String>,
     pub rest: Map<String, Value>,
+}
+
+/// Reference in (a call leg and party), synchronous; language is not the caller's to choose.
+#[async_trait::async_trait]
+impl Vendor for Yeastar {
+    fn type_name(&self) -> &'static str {
+        "yeastar"
+    }
+
+    fn input(&self) -> Input {
+        Input::Reference
+    }
+
+    fn vendor_codes(&self) -> &'static VendorCodes {
+        &VENDOR_CODES
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        Self::KINDS
+    }
+
+    fn is_available(&self) -> bool {
+        Self::is_available(self)
+    }
+
+    fn validate(&self, req: &SummaryRequest) -> Result<(), RequestProblem> {
+        Self::validate(req)
+    }
+
+    async fn start(&self, req: &SummaryRequest, _callback: Option<&Url>) -> Result<Started, ProviderError> {
+        self.summarize(req).await.map(Started::Done)
+    }
 }
 
 pub(crate) fn parse_envelope(answer: &Answer) -> Result<Envelope, ProviderError> {
