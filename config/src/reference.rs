@@ -356,6 +356,13 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
         "RateLimit" => serde_fields::<RateLimit>(),
         "CommonConfig" => serde_fields::<CommonConfig>(),
         "CircuitBreakerConfig" => serde_fields::<CircuitBreakerConfig>(),
+        "HttpAuth" => serde_fields::<crate::HttpAuth>(),
+        "HttpNamedSecret" => serde_fields::<crate::HttpNamedSecret>(),
+        "HttpOAuth2" => serde_fields::<crate::HttpOAuth2>(),
+        "HttpRequestTemplate" => serde_fields::<crate::HttpRequestTemplate>(),
+        "HttpRequestOverride" => serde_fields::<crate::HttpRequestOverride>(),
+        "HttpJob" => serde_fields::<crate::HttpJob>(),
+        "HttpErrors" => serde_fields::<crate::HttpErrors>(),
         _ => &[],
     }
 }
@@ -366,6 +373,7 @@ pub(crate) fn vendor_fields(type_name: &str) -> &'static [&'static str] {
         "commbox" => serde_fields::<CommBoxConfig>(),
         "elevateai" => serde_fields::<ElevateAiConfig>(),
         "yeastar" => serde_fields::<YeastarConfig>(),
+        "http" => serde_fields::<crate::HttpConfig>(),
         _ => &[],
     }
 }

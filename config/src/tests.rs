@@ -156,6 +156,82 @@ providers:
 }
 
 #[test]
+fn http_providers_are_checked_with_their_paths() {
+    let yaml = r#"
+auth:
+  keys:
+    crm: { key: k }
+providers:
+  twice:
+    type: http
+    base_url: https://api.acme.example
+    input: text
+    id_pattern: "^x$"
+    auth: { bearer: t, header: { name: X-Key, value: v } }
+    request: { path: /s }
+    job: { ref: $.id, poll: { path: "/p/{ref}" }, status: $.status, completed: [], poll_interval: 1ms }
+    errors: { by_status: { 409: teapot, 99: not_found }, ok_codes: [0] }
+  none:
+    type: http
+    base_url: https://api.acme.example
+    input: reference
+    min_text_chars: 10
+    auth: {}
+  bad-secret:
+    type: http
+    base_url: https://api.acme.example
+    input: reference
+    auth: { header: { name: "X Key" }, }
+    request: { path: /s }
+  oauth:
+    type: http
+    base_url: https://api.acme.example
+    input: reference
+    auth: { oauth2: { token_url: https://id.acme.example/token, client_id_env: ACME_ID } }
+    request: { path: /s }
+"#;
+    let err = Config::from_yaml(yaml, &|_| None).unwrap_err();
+    let messages = messages(&err);
+    for path in [
+        "providers.twice.id_pattern",
+        "providers.twice.auth",
+        "providers.twice.job.completed",
+        "providers.twice.job.poll_interval",
+        "providers.twice.errors.by_status.409",
+        "providers.twice.errors.by_status.99",
+        "providers.twice.errors.ok_codes",
+        "providers.none.min_text_chars",
+        "providers.none.request",
+        "providers.none.auth",
+        "providers.bad-secret.auth.header.name",
+        "providers.bad-secret.auth.header.value_env",
+        "providers.oauth.auth.oauth2.client_id_env",
+        "providers.oauth.auth.oauth2.client_secret_env",
+    ] {
+        assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
+    }
+    assert!(messages.iter().any(|m| m.contains("found bearer_env, header")), "{messages:#?}");
+
+    // Each form alone loads, its secret resolved from the environment.
+    let env = |name: &str| (name.starts_with("ACME_")).then(|| format!("{name}-value"));
+    for auth in [
+        "{ bearer_env: ACME_TOKEN }",
+        "{ header: { name: X-API-Token, value_env: ACME_TOKEN } }",
+        "{ query: { name: api_key, value_env: ACME_TOKEN } }",
+        "{ oauth2: { token_url: https://id.acme.example/token, client_id_env: ACME_ID, client_secret_env: ACME_SECRET } }",
+    ] {
+        let yaml = format!(
+            "auth: {{ keys: {{ crm: {{ key: k }} }} }}\nproviders:\n  acme:\n    type: http\n    base_url: https://api.acme.example\n    input: text\n    auth: {auth}\n    request: {{ path: /s }}\n"
+        );
+        let config = Config::from_yaml(&yaml, &env).unwrap_or_else(|e| panic!("{auth}: {e}"));
+        let VendorConfig::Http(http) = &config.providers["acme"].vendor else { panic!("not http") };
+        assert!(http.resolved_auth.is_some(), "{auth}");
+        let printed = config.to_yaml().unwrap();
+        assert!(!printed.contains("-value"), "a secret printed: {printed}");
+    }
+}
+
+#[test]
 fn commbox_providers_are_checked_with_their_paths() {
     let yaml = r"
 auth:
@@ -205,6 +281,7 @@ fn the_example_configs_load() {
         ("commbox.yaml", include_str!("../examples/commbox.yaml")),
         ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
         ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
+        ("http-commbox.yaml", include_str!("../examples/http-commbox.yaml")),
     ] {
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
         assert!(!config.providers.is_empty(), "{name}");
@@ -513,6 +590,7 @@ fn the_printed_configuration_loads_back_as_the_same() {
         ("commbox.yaml", include_str!("../examples/commbox.yaml")),
         ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
         ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
+        ("http-commbox.yaml", include_str!("../examples/http-commbox.yaml")),
     ] {
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
         assert_round_trip(name, &config, &env, &[]);

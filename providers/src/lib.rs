@@ -12,6 +12,7 @@
 //! - [`language`]: BCP 47 tags in canonical case.
 //! - [`commbox`]: CommBox — adapter, markdown mapping, simulator (asynchronous jobs).
 //! - [`elevateai`]: ElevateAI — adapter, per-kind JSONPath mapping, questions, simulator.
+//! - [`http`]: `type: http` — a vendor declared in YAML: templates, auth, jobs, error table.
 //! - [`mapping`]: response mappings as data (JSONPath, compiled once, overridable in YAML).
 //! - [`metrics`]: the `vendor_call` span and vendor-call metrics around every provider operation.
 //! - [`shared`]: state shared with other replicas (one vendor login, one concurrency cap for the fleet).
@@ -23,6 +24,7 @@ pub mod commbox;
 pub mod content;
 pub mod elevateai;
 pub mod error;
+pub mod http;
 pub mod language;
 pub mod mapping;
 pub mod metrics;

@@ -85,6 +85,30 @@ impl Expr {
         &self.source
     }
 
+    /// Whether it selects at most one node by its form (RFC 9535 §2.3.5.1: names
+    /// and indexes only; no wildcard, slice, filter, union or descendant).
+    pub fn is_singular(&self) -> bool {
+        let mut in_quotes = None;
+        let mut depth = 0_u32;
+        for c in self.source.chars() {
+            if let Some(quote) = in_quotes {
+                if c == quote {
+                    in_quotes = None;
+                }
+                continue;
+            }
+            match c {
+                '\'' | '"' => in_quotes = Some(c),
+                '[' => depth += 1,
+                ']' => depth = depth.saturating_sub(1),
+                '*' | '?' => return false,
+                ':' | ',' if depth > 0 => return false,
+                _ => {}
+            }
+        }
+        !self.source.contains("..")
+    }
+
     /// The nodes it selects in `root` (none if it selects nothing or cannot apply).
     pub fn nodes<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
         js_path_process(&self.query, root).map(|refs| refs.into_iter().map(|r| r.val).collect()).unwrap_or_default()
@@ -105,13 +129,18 @@ fn one_line(message: &str) -> String {
 /// The compiled fields of one section.
 #[derive(Debug, Clone, Default)]
 pub struct SectionMapping {
-    fields: Vec<(&'static str, Expr)>,
+    fields: Vec<(Box<str>, Expr)>,
 }
 
 impl SectionMapping {
     /// The expression of a field, if it is mapped.
     pub fn expr(&self, field: &str) -> Option<&Expr> {
-        self.fields.iter().find(|(name, _)| *name == field).map(|(_, e)| e)
+        self.fields.iter().find(|(name, _)| &**name == field).map(|(_, e)| e)
+    }
+
+    /// Every mapped field with its expression, in the order written.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &Expr)> {
+        self.fields.iter().map(|(name, e)| (&**name, e))
     }
 
     /// Whether a field is mapped.
@@ -215,7 +244,7 @@ fn push_strings(v: &Value, out: &mut Vec<String>) {
 /// overridden by the provider's `mappings:`.
 #[derive(Debug, Clone, Default)]
 pub struct Mappings {
-    sections: Vec<(&'static str, SectionMapping)>,
+    sections: Vec<(Box<str>, SectionMapping)>,
 }
 
 impl Mappings {
@@ -253,16 +282,67 @@ impl Mappings {
                 let source = overridden.and_then(|o| o.get(field)).map(String::as_str).or(default);
                 let Some(source) = source else { continue };
                 match Expr::compile(source) {
-                    Ok(expr) => mapping.fields.push((field, expr)),
+                    Ok(expr) => mapping.fields.push((field.into(), expr)),
                     Err(e) => errors.push(format!(
                         "mappings.{}.{field}: `{source}` is not a valid JSONPath expression: {e}",
                         spec.name
                     )),
                 }
             }
-            sections.push((spec.name, mapping));
+            sections.push((spec.name.into(), mapping));
         }
         if errors.is_empty() { Ok(Self { sections }) } else { Err(errors) }
+    }
+
+    /// Compiles a mapping that has no built-in table (`type: http`): one section
+    /// per name of `sections` (its kinds), each required, each taking the content
+    /// fields ([`CONTENT_FIELDS`]) and any data field (`a-z`, `0-9`, `_`).
+    pub fn build_declared(
+        sections: &[&str],
+        mappings: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        for section in mappings.keys() {
+            if !sections.contains(&section.as_str()) {
+                errors.push(format!(
+                    "mappings.{section}: `{section}` is not one of this provider's kinds ({})",
+                    sections.join(", ")
+                ));
+            }
+        }
+        let mut compiled = Vec::with_capacity(sections.len());
+        for name in sections {
+            let fields = mappings.get(*name).filter(|f| !f.is_empty());
+            let Some(fields) = fields else {
+                errors.push(format!(
+                    "mappings.{name}: missing: every kind needs a mapping (`text`, `items`, `sections` or data fields)"
+                ));
+                continue;
+            };
+            let mut mapping = SectionMapping::default();
+            for (field, source) in fields {
+                let data_field = !field.is_empty()
+                    && field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && field.as_bytes()[0].is_ascii_lowercase();
+                if !CONTENT_FIELDS.contains(&field.as_str()) && !data_field {
+                    errors.push(format!(
+                        "mappings.{name}.{field}: a field is one of {} or a data field named with a-z, 0-9 and `_`",
+                        CONTENT_FIELDS.join(", ")
+                    ));
+                    continue;
+                }
+                match Expr::compile(source) {
+                    Ok(expr) => mapping.fields.push((field.as_str().into(), expr)),
+                    Err(e) => {
+                        errors.push(format!(
+                            "mappings.{name}.{field}: `{source}` is not a valid JSONPath expression: {e}"
+                        ));
+                    }
+                }
+            }
+            compiled.push(((*name).into(), mapping));
+        }
+        if errors.is_empty() { Ok(Self { sections: compiled }) } else { Err(errors) }
     }
 
     /// Builds an adapter with its compiled mapping, reporting the mapping's
@@ -289,7 +369,7 @@ impl Mappings {
     /// The compiled section (a kind's name, or `ask`); empty if the table has none.
     pub fn section(&self, name: &str) -> &SectionMapping {
         static EMPTY: SectionMapping = SectionMapping { fields: Vec::new() };
-        self.sections.iter().find(|(n, _)| *n == name).map_or(&EMPTY, |(_, m)| m)
+        self.sections.iter().find(|(n, _)| &**n == name).map_or(&EMPTY, |(_, m)| m)
     }
 }
 

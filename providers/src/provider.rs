@@ -63,7 +63,7 @@ impl Provider {
     }
 
     /// The kinds it can produce.
-    pub fn kinds(&self) -> &'static [Kind] {
+    pub fn kinds(&self) -> &[Kind] {
         self.vendor.kinds()
     }
 

@@ -33,5 +33,6 @@ pub fn build(build: &Build<'_>) -> Result<Box<dyn Vendor>, Vec<String>> {
             Box::new(crate::elevateai::ElevateAi::new(name, common, c, shared.clone(), budget)?)
         }
         VendorConfig::Yeastar(c) => Box::new(crate::yeastar::Yeastar::new(name, common, c, shared.clone(), budget)?),
+        VendorConfig::Http(c) => Box::new(crate::http::Declared::new(name, common, c, budget)?),
     })
 }

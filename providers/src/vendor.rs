@@ -147,7 +147,7 @@ pub trait Vendor: Send + Sync {
     fn vendor_codes(&self) -> &'static VendorCodes;
 
     /// The kinds it can produce.
-    fn kinds(&self) -> &'static [Kind] {
+    fn kinds(&self) -> &[Kind] {
         &[Kind::Summary]
     }
 

@@ -8,14 +8,33 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    KEY, Receiver, Setup, TestGateway, WEBHOOK_SECRET, commbox_body, conversation_text, eventually, expect_problem,
-    start_receiver, verify,
+    Flavour, KEY, Receiver, Setup, TestGateway, WEBHOOK_SECRET, commbox_body, conversation_text, eventually,
+    expect_problem, start_receiver, verify,
 };
+
+// The built-in adapter and CommBox described as `type: http`
+// (config/examples/http-commbox.yaml), with the same assertions. Vendor callbacks
+// are the built-in's alone (`vendor_callbacks_make_the_gateway_poll_at_once`).
+crate::on_both_flavours!(
+    text_too_short_is_refused_without_a_vendor_call,
+    languages_are_mapped_to_commbox_names,
+    pending_then_polled_to_completed_with_the_three_sections,
+    wait_answers_the_final_resource_in_one_call,
+    a_failed_job_is_a_failed_resource,
+    duplicate_submissions_join_one_job,
+    webhooks_are_signed_and_sent_to_every_caller_that_asked,
+    a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries,
+    callback_urls_to_private_addresses_are_refused_by_default,
+    a_callback_url_needs_a_key_with_a_webhook_secret,
+    a_thousand_waiting_requests_complete_with_the_job,
+    a_job_past_its_deadline_fails_with_provider_timeout,
+    the_conversation_text_is_echoed_and_identity_includes_language
+);
 
 const WEBHOOKS_FAST: &str = "webhooks:\n  allow_private_networks: true\n  retry_initial: 100ms\n  retry_max: 300ms\n";
 
-async fn gateway_with_webhooks() -> TestGateway {
-    TestGateway::start_with(Setup { extra: WEBHOOKS_FAST.into(), ..Setup::default() }).await
+async fn gateway_with_webhooks(flavour: Flavour) -> TestGateway {
+    TestGateway::start_with(Setup { extra: WEBHOOKS_FAST.into(), cb_flavour: flavour, ..Setup::default() }).await
 }
 
 /// GET /v1/summaries/{id}?wait=N.
@@ -25,9 +44,8 @@ async fn wait_for(gw: &TestGateway, id: &str, secs: u64) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
-#[tokio::test]
-async fn text_too_short_is_refused_without_a_vendor_call() {
-    let gw = TestGateway::start().await;
+async fn text_too_short_is_refused_without_a_vendor_call(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let r = gw.summarize(&json!({"provider": "cb", "conversation": {"text": "Agent: hello. Client: bye."}})).await;
     let problem = expect_problem(r, 422, "text_too_short").await;
     assert!(problem["detail"].as_str().unwrap().contains("150"), "{problem}");
@@ -37,9 +55,8 @@ async fn text_too_short_is_refused_without_a_vendor_call() {
     assert_eq!((stats.submits, stats.rejected), (0, 0), "no call reached CommBox");
 }
 
-#[tokio::test]
-async fn languages_are_mapped_to_commbox_names() {
-    let gw = TestGateway::start().await;
+async fn languages_are_mapped_to_commbox_names(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     for (tag, expected_resource_language) in [(Some("pt-br"), "pt-BR"), (None, "en"), (Some("de-AT"), "de-AT")] {
         let mut body = commbox_body(&format!("{tag:?}"));
         if let Some(tag) = tag {
@@ -60,9 +77,8 @@ async fn languages_are_mapped_to_commbox_names() {
     assert_eq!(gw.commbox.stats().submits, 3);
 }
 
-#[tokio::test]
-async fn pending_then_polled_to_completed_with_the_three_sections() {
-    let gw = TestGateway::start().await;
+async fn pending_then_polled_to_completed_with_the_three_sections(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let r = gw.summarize(&commbox_body("lifecycle")).await;
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
@@ -71,7 +87,7 @@ async fn pending_then_polled_to_completed_with_the_three_sections() {
     let pending: Value = r.json().await.unwrap();
     assert_eq!(pending["status"], "pending");
     assert_eq!(pending["content"], Value::Null);
-    assert_eq!(pending["provider_type"], "commbox");
+    assert_eq!(pending["provider_type"], flavour.type_name("commbox"));
     assert_eq!(location, format!("/v1/summaries/{}", pending["id"].as_str().unwrap()));
 
     // Poll like a caller would, without wait.
@@ -106,9 +122,8 @@ async fn pending_then_polled_to_completed_with_the_three_sections() {
     assert_eq!(done["error"], Value::Null);
 }
 
-#[tokio::test]
-async fn wait_answers_the_final_resource_in_one_call() {
-    let gw = TestGateway::start().await;
+async fn wait_answers_the_final_resource_in_one_call(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let r = gw.post("/v1/summaries").header("prefer", "wait=10").json(&commbox_body("prefer")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let done: Value = r.json().await.unwrap();
@@ -130,9 +145,8 @@ async fn wait_answers_the_final_resource_in_one_call() {
     assert!(r.headers().contains_key("location"));
 }
 
-#[tokio::test]
-async fn a_failed_job_is_a_failed_resource() {
-    let gw = TestGateway::start().await;
+async fn a_failed_job_is_a_failed_resource(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     for (marker, has_message) in [("[sim:fail]", true), ("[sim:fail-silent]", false)] {
         let r = gw.post("/v1/summaries").header("prefer", "wait=10").json(&commbox_body(marker)).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -144,9 +158,8 @@ async fn a_failed_job_is_a_failed_resource() {
     }
 }
 
-#[tokio::test]
-async fn duplicate_submissions_join_one_job() {
-    let gw = TestGateway::start().await;
+async fn duplicate_submissions_join_one_job(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let body = commbox_body("duplicate");
     let answers = futures::future::join_all((0..20).map(|_| gw.summarize(&body))).await;
     let mut ids = Vec::new();
@@ -165,9 +178,8 @@ async fn duplicate_submissions_join_one_job() {
     assert_eq!(gw.commbox.stats().submits, 1, "one vendor POST");
 }
 
-#[tokio::test]
-async fn webhooks_are_signed_and_sent_to_every_caller_that_asked() {
-    let gw = gateway_with_webhooks().await;
+async fn webhooks_are_signed_and_sent_to_every_caller_that_asked(flavour: Flavour) {
+    let gw = gateway_with_webhooks(flavour).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     let rx = Receiver::default();
@@ -197,9 +209,8 @@ async fn webhooks_are_signed_and_sent_to_every_caller_that_asked() {
     assert_eq!(gw.commbox.stats().submits, 1);
 }
 
-#[tokio::test]
-async fn a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries() {
-    let gw = gateway_with_webhooks().await;
+async fn a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries(flavour: Flavour) {
+    let gw = gateway_with_webhooks(flavour).await;
     // Reserve a port, then close it: the receiver is down at first.
     let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = probe.local_addr().unwrap();
@@ -222,9 +233,8 @@ async fn a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries() {
     assert_eq!(*rx.attempts.lock().unwrap(), 3);
 }
 
-#[tokio::test]
-async fn callback_urls_to_private_addresses_are_refused_by_default() {
-    let gw = TestGateway::start().await;
+async fn callback_urls_to_private_addresses_are_refused_by_default(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     for url in
         ["http://127.0.0.1:8080/hook", "http://169.254.169.254/latest", "http://10.0.0.7/x", "ftp://example.com/x"]
     {
@@ -236,9 +246,8 @@ async fn callback_urls_to_private_addresses_are_refused_by_default() {
     assert_eq!(gw.commbox.stats().submits, 0);
 }
 
-#[tokio::test]
-async fn a_callback_url_needs_a_key_with_a_webhook_secret() {
-    let gw = gateway_with_webhooks().await;
+async fn a_callback_url_needs_a_key_with_a_webhook_secret(flavour: Flavour) {
+    let gw = gateway_with_webhooks(flavour).await;
     let mut body = commbox_body("no secret");
     body["callback_url"] = json!("http://127.0.0.1:9/hook");
     let r = gw
@@ -253,9 +262,8 @@ async fn a_callback_url_needs_a_key_with_a_webhook_secret() {
     assert!(problem["detail"].as_str().unwrap().contains("webhook_secret"), "{problem}");
 }
 
-#[tokio::test]
-async fn a_thousand_waiting_requests_complete_with_the_job() {
-    let gw = TestGateway::start().await;
+async fn a_thousand_waiting_requests_complete_with_the_job(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let r = gw.summarize(&commbox_body("[sim:hold] thousand")).await;
     assert_eq!(r.status(), 202);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
@@ -282,9 +290,10 @@ async fn a_thousand_waiting_requests_complete_with_the_job() {
     assert!(waiters.is_empty(), "no waiter state left behind");
 }
 
-#[tokio::test]
-async fn a_job_past_its_deadline_fails_with_provider_timeout() {
-    let gw = TestGateway::start_with(Setup { cb: "    job_timeout: 400ms".into(), ..Setup::default() }).await;
+async fn a_job_past_its_deadline_fails_with_provider_timeout(flavour: Flavour) {
+    let gw =
+        TestGateway::start_with(Setup { cb_flavour: flavour, cb: "    job_timeout: 400ms".into(), ..Setup::default() })
+            .await;
     let r = gw.post("/v1/summaries").header("prefer", "wait=10").json(&commbox_body("[sim:hold] late")).send().await;
     let failed: Value = r.unwrap().json().await.unwrap();
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -320,9 +329,8 @@ async fn vendor_callbacks_make_the_gateway_poll_at_once() {
     assert_eq!(r.status(), 204);
 }
 
-#[tokio::test]
-async fn the_conversation_text_is_echoed_and_identity_includes_language() {
-    let gw = TestGateway::start().await;
+async fn the_conversation_text_is_echoed_and_identity_includes_language(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { cb_flavour: flavour, ..Setup::default() }).await;
     let mut body = commbox_body("identity");
     let en = gw.summarize(&body).await.json::<Value>().await.unwrap();
     body["language"] = json!("es");

@@ -84,6 +84,105 @@ pub fn commbox_yaml(url: &str, extra: &str) -> String {
     )
 }
 
+/// Which adapter a test's provider runs on: the built-in one, or its description
+/// as a declarative provider (`config/examples/http-*.yaml`, `type: http`) at the
+/// same simulator. Tests that prove a built-in adapter run on both, unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavour {
+    #[default]
+    BuiltIn,
+    Declared,
+}
+
+impl Flavour {
+    /// The `provider_type` of the resource: the built-in `builtin`, or `http`.
+    pub const fn type_name(self, builtin: &'static str) -> &'static str {
+        match self {
+            Self::BuiltIn => builtin,
+            Self::Declared => "http",
+        }
+    }
+}
+
+/// Generates `builtin::<test>` and `declared::<test>` for each `async fn <test>(Flavour)`.
+#[macro_export]
+macro_rules! on_both_flavours {
+    ($($test:ident),* $(,)?) => {
+        mod builtin {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::common::Flavour::BuiltIn).await;
+            })*
+        }
+        mod declared {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::common::Flavour::Declared).await;
+            })*
+        }
+    };
+}
+
+/// The provider `name` of an example file (`config/examples/<file>`) as YAML lines
+/// under `providers:`, renamed `as_name`, pointed at `url` with `auth` (inline, the
+/// simulator's) and `top` (keys set on the provider) and `job` (keys set on its
+/// `job`) written over it.
+pub fn declared_yaml(
+    example: &str,
+    name: &str,
+    as_name: &str,
+    url: &str,
+    auth: Value,
+    top: &[(String, Value)],
+    job: &[(String, Value)],
+) -> String {
+    let file: serde_yaml::Value = serde_yaml::from_str(example).expect("the example is YAML");
+    let mut provider: Value =
+        serde_json::to_value(&file["providers"][name]).expect("the example provider converts to JSON");
+    assert!(provider.is_object(), "no provider {name} in the example");
+    provider["base_url"] = json!(url);
+    provider["auth"] = auth;
+    for (key, value) in top {
+        provider[key] = value.clone();
+    }
+    for (key, value) in job {
+        provider["job"][key] = value.clone();
+    }
+    let yaml = serde_yaml::to_string(&json!({ as_name: provider })).expect("YAML");
+    let mut indented = String::new();
+    for line in yaml.lines() {
+        indented.push_str("  ");
+        indented.push_str(line);
+        indented.push('\n');
+    }
+    indented
+}
+
+/// The `cb` provider as the declarative description of CommBox, polling every
+/// 50 ms; `extra` is the built-in's YAML lines (`    job_timeout: 400ms`), whose
+/// job keys go under `job`.
+pub fn declared_commbox_yaml(url: &str, extra: &str) -> String {
+    let mut top = vec![("timeout".to_owned(), json!("3s"))];
+    let mut job = vec![("poll_interval".to_owned(), json!("50ms")), ("poll_backoff_max".to_owned(), json!("200ms"))];
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.trim().split_once(": ").expect("`key: value` lines");
+        let value: Value = serde_yaml::from_str(value).expect("a YAML value");
+        let list =
+            if matches!(key, "poll_interval" | "poll_backoff_max" | "job_timeout") { &mut job } else { &mut top };
+        list.retain(|(k, _)| k != key);
+        list.push((key.to_owned(), value));
+    }
+    declared_yaml(
+        include_str!("../../config/examples/http-commbox.yaml"),
+        "commbox-http",
+        "cb",
+        url,
+        json!({ "bearer": "demo-commbox-token" }),
+        &top,
+        &job,
+    )
+}
+
 /// The ElevateAI providers (YAML lines under `providers:`): `ai` (variant cx) and
 /// `ai-std` (variant standard), both at the same simulator; `extra` goes under `ai`.
 pub fn elevateai_yaml(url: &str, extra: &str) -> String {
@@ -144,6 +243,8 @@ pub struct Setup {
     pub elevateai: Option<elevateai::SimOptions>,
     /// Extra YAML lines under `providers.ai:` (indented by 4).
     pub ai: String,
+    /// The adapter of `cb`: built-in, or CommBox described as `type: http`.
+    pub cb_flavour: Flavour,
 }
 
 pub fn client() -> reqwest::Client {
@@ -170,7 +271,10 @@ impl TestGateway {
         let yaml = format!(
             "{}{}{}{}",
             config_yaml(&vendor, setup.server, &setup.pbx),
-            commbox_yaml(&cb_vendor, &setup.cb),
+            match setup.cb_flavour {
+                Flavour::BuiltIn => commbox_yaml(&cb_vendor, &setup.cb),
+                Flavour::Declared => declared_commbox_yaml(&cb_vendor, &setup.cb),
+            },
             elevateai_yaml(&ai_vendor, &setup.ai),
             setup.extra
         );

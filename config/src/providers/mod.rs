@@ -7,6 +7,7 @@
 mod circuit_breaker;
 mod commbox;
 mod elevateai;
+mod http;
 mod yeastar;
 
 use std::borrow::Cow;
@@ -21,6 +22,10 @@ use serde_json::{Map, Value};
 pub use self::circuit_breaker::CircuitBreakerConfig;
 pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
 pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
+pub use self::http::{
+    ContentFormat, HttpAuth, HttpConfig, HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2,
+    HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ResolvedAuth,
+};
 pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
@@ -121,6 +126,9 @@ pub enum VendorConfig {
     ElevateAi(ElevateAiConfig),
     /// Yeastar P-Series `cdr/getaisummary`.
     Yeastar(YeastarConfig),
+    /// A vendor described in YAML (declarative). Boxed: its templates and tables
+    /// are several times the size of the other types' keys.
+    Http(Box<HttpConfig>),
 }
 
 impl VendorConfig {
@@ -130,12 +138,13 @@ impl VendorConfig {
             Self::CommBox(_) => "commbox",
             Self::ElevateAi(_) => "elevateai",
             Self::Yeastar(_) => "yeastar",
+            Self::Http(_) => "http",
         }
     }
 }
 
 /// Provider types this build knows.
-pub const SUPPORTED_TYPES: &[&str] = &["commbox", "elevateai", "yeastar"];
+pub const SUPPORTED_TYPES: &[&str] = &["commbox", "elevateai", "yeastar", "http"];
 
 /// Parses one provider entry, reporting every problem it can with its path.
 pub(crate) fn parse_provider(
@@ -195,6 +204,10 @@ pub(crate) fn parse_provider(
             y.resolve(&path, env, errors);
             VendorConfig::Yeastar(y)
         }),
+        "http" => deserialize_all::<HttpConfig>(&path, Value::Object(fields), errors).map(|mut h| {
+            h.resolve(&path, env, errors);
+            VendorConfig::Http(Box::new(h))
+        }),
         other => {
             errors.push(ConfigError::new(
                 join(&path, "type"),
@@ -229,11 +242,17 @@ impl Vendor for YeastarConfig {
     const DEF: &'static str = "YeastarProvider";
 }
 
+impl Vendor for HttpConfig {
+    const TYPE: &'static str = "http";
+    const DEF: &'static str = "HttpProvider";
+}
+
 /// The `$defs` name of the provider schema of each type, in [`SUPPORTED_TYPES`] order.
 pub(crate) const TYPE_DEFS: &[(&str, &str)] = &[
     (CommBoxConfig::TYPE, CommBoxConfig::DEF),
     (ElevateAiConfig::TYPE, ElevateAiConfig::DEF),
     (YeastarConfig::TYPE, YeastarConfig::DEF),
+    (HttpConfig::TYPE, HttpConfig::DEF),
 ];
 
 /// `providers.<name>` as written for one `type`: the common keys and the vendor's,
@@ -302,6 +321,7 @@ impl JsonSchema for ProviderConfig {
             (CommBoxConfig::TYPE, generator.subschema_for::<ProviderOfType<CommBoxConfig>>()),
             (ElevateAiConfig::TYPE, generator.subschema_for::<ProviderOfType<ElevateAiConfig>>()),
             (YeastarConfig::TYPE, generator.subschema_for::<ProviderOfType<YeastarConfig>>()),
+            (HttpConfig::TYPE, generator.subschema_for::<ProviderOfType<HttpConfig>>()),
         ];
         let all_of: Vec<Value> = variants
             .into_iter()

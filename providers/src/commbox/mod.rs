@@ -402,7 +402,7 @@ impl Vendor for CommBox {
         &VENDOR_CODES
     }
 
-    fn kinds(&self) -> &'static [Kind] {
+    fn kinds(&self) -> &[Kind] {
         Self::KINDS
     }
 

@@ -392,7 +392,7 @@ impl Vendor for ElevateAi {
         &VENDOR_CODES
     }
 
-    fn kinds(&self) -> &'static [Kind] {
+    fn kinds(&self) -> &[Kind] {
         Self::kinds(self)
     }
 

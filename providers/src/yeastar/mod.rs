@@ -270,7 +270,7 @@ impl Vendor for Yeastar {
         &VENDOR_CODES
     }
 
-    fn kinds(&self) -> &'static [Kind] {
+    fn kinds(&self) -> &[Kind] {
         Self::KINDS
     }
 
