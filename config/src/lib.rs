@@ -52,9 +52,9 @@ pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
 pub use crate::providers::{
     COMMBOX_RETENTION, CircuitBreakerConfig, CommBoxConfig, CommonConfig, ContentFormat, ELEVATEAI_ACCOUNT_CONCURRENCY,
-    ElevateAiConfig, ElevateAiVariant, HttpAuth, HttpConfig, HttpErrors, HttpInput, HttpJob, HttpNamedSecret,
-    HttpOAuth2, HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ProviderConfig, ResolvedAuth,
-    VendorConfig, YeastarConfig,
+    ElevateAiConfig, ElevateAiVariant, HttpAuth, HttpConfig, HttpDataSection, HttpErrors, HttpInput, HttpJob,
+    HttpNamedSecret, HttpOAuth2, HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ProviderConfig,
+    ResolvedAuth, VendorConfig, YeastarConfig,
 };
 pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;

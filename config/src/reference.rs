@@ -363,6 +363,7 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
         "HttpRequestOverride" => serde_fields::<crate::HttpRequestOverride>(),
         "HttpJob" => serde_fields::<crate::HttpJob>(),
         "HttpErrors" => serde_fields::<crate::HttpErrors>(),
+        "HttpDataSection" => serde_fields::<crate::HttpDataSection>(),
         _ => &[],
     }
 }

@@ -282,6 +282,7 @@ fn the_example_configs_load() {
         ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
         ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
         ("http-commbox.yaml", include_str!("../examples/http-commbox.yaml")),
+        ("http-elevateai.yaml", include_str!("../examples/http-elevateai.yaml")),
     ] {
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
         assert!(!config.providers.is_empty(), "{name}");
@@ -591,6 +592,7 @@ fn the_printed_configuration_loads_back_as_the_same() {
         ("elevateai.yaml", include_str!("../examples/elevateai.yaml")),
         ("yeastar.yaml", include_str!("../examples/yeastar.yaml")),
         ("http-commbox.yaml", include_str!("../examples/http-commbox.yaml")),
+        ("http-elevateai.yaml", include_str!("../examples/http-elevateai.yaml")),
     ] {
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("{name}:\n{e}"));
         assert_round_trip(name, &config, &env, &[]);

@@ -183,6 +183,31 @@ pub fn declared_commbox_yaml(url: &str, extra: &str) -> String {
     )
 }
 
+/// The ElevateAI providers with `ai` as the declarative description of ElevateAI
+/// (summary, details, topics) and `ai-std` built-in; `extra` (the built-in's YAML
+/// lines under `ai`) is written over the description.
+pub fn declared_elevateai_yaml(url: &str, extra: &str) -> String {
+    let mut top = vec![("timeout".to_owned(), json!("5s")), ("queue_timeout".to_owned(), json!("5s"))];
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.trim().split_once(": ").expect("`key: value` lines");
+        top.retain(|(k, _)| k != key);
+        top.push((key.to_owned(), serde_yaml::from_str(value).expect("a YAML value")));
+    }
+    let auth = json!({ "header": { "name": "X-API-Token", "value": "demo-elevateai-token" } });
+    let ai = declared_yaml(
+        include_str!("../../config/examples/http-elevateai.yaml"),
+        "elevateai-http",
+        "ai",
+        url,
+        auth,
+        &top,
+        &[],
+    );
+    let std = elevateai_yaml(url, "");
+    let std = &std[std.find("  ai-std:").expect("the ai-std provider")..];
+    format!("{ai}{std}")
+}
+
 /// The ElevateAI providers (YAML lines under `providers:`): `ai` (variant cx) and
 /// `ai-std` (variant standard), both at the same simulator; `extra` goes under `ai`.
 pub fn elevateai_yaml(url: &str, extra: &str) -> String {
@@ -245,6 +270,8 @@ pub struct Setup {
     pub ai: String,
     /// The adapter of `cb`: built-in, or CommBox described as `type: http`.
     pub cb_flavour: Flavour,
+    /// The adapter of `ai`: built-in, or ElevateAI described as `type: http`.
+    pub ai_flavour: Flavour,
 }
 
 pub fn client() -> reqwest::Client {
@@ -275,7 +302,10 @@ impl TestGateway {
                 Flavour::BuiltIn => commbox_yaml(&cb_vendor, &setup.cb),
                 Flavour::Declared => declared_commbox_yaml(&cb_vendor, &setup.cb),
             },
-            elevateai_yaml(&ai_vendor, &setup.ai),
+            match setup.ai_flavour {
+                Flavour::BuiltIn => elevateai_yaml(&ai_vendor, &setup.ai),
+                Flavour::Declared => declared_elevateai_yaml(&ai_vendor, &setup.ai),
+            },
             setup.extra
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

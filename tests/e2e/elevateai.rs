@@ -8,7 +8,17 @@ use providers::elevateai::simulator::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Setup, TestGateway, elevateai_body, eventually, expect_problem};
+use crate::common::{Flavour, Setup, TestGateway, elevateai_body, eventually, expect_problem};
+
+// The built-in adapter and ElevateAI's summary, details and topics described as
+// `type: http` (config/examples/http-elevateai.yaml), with the same assertions.
+// Questions and the other kinds are the built-in's alone.
+crate::on_both_flavours!(
+    details_are_mapped_into_data,
+    the_summary_language_defaults_to_en_and_reaches_the_vendor,
+    a_model_timeout_is_retried_inside_the_deadline,
+    topics_follow_the_fixture
+);
 
 const ALL_KINDS: [&str; 6] = ["summary", "details", "action_items", "coaching", "topics", "composition"];
 const STANDARD_KINDS: [&str; 4] = ["summary", "details", "action_items", "topics"];
@@ -130,9 +140,8 @@ async fn the_standard_variant_has_four_kinds_and_refuses_the_others_without_a_ca
     assert_eq!(stats.variants.get("cx"), None, "{stats:?}");
 }
 
-#[tokio::test]
-async fn details_are_mapped_into_data() {
-    let gw = TestGateway::start().await;
+async fn details_are_mapped_into_data(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { ai_flavour: flavour, ..Setup::default() }).await;
     let vendor = &fixture(BILLING_CALL)["details"];
     let s = completed(&gw, &elevateai_body("ai", "details", BILLING_CALL)).await;
     let data = &s["data"];
@@ -155,14 +164,18 @@ async fn details_are_mapped_into_data() {
     assert_eq!(s["data"]["reasons"], fixture(OUTAGE_CHAT)["details"]["reasons"]);
 }
 
-#[tokio::test]
-async fn topics_action_items_coaching_and_composition_follow_the_fixture() {
-    let gw = TestGateway::start().await;
+async fn topics_follow_the_fixture(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { ai_flavour: flavour, ..Setup::default() }).await;
     let vendor = fixture(OUTAGE_CHAT);
-
     let s = completed(&gw, &elevateai_body("ai", "topics", OUTAGE_CHAT)).await;
     assert_eq!(s["data"]["topics"], vendor["topics"], "{s}");
     assert_eq!(s["content"]["sections"][0]["items"], vendor["topics"], "{s}");
+}
+
+#[tokio::test]
+async fn action_items_coaching_and_composition_follow_the_fixture() {
+    let gw = TestGateway::start().await;
+    let vendor = fixture(OUTAGE_CHAT);
 
     let s = completed(&gw, &elevateai_body("ai", "composition", OUTAGE_CHAT)).await;
     let concerns = s["data"]["concerns"].as_array().unwrap();
@@ -188,9 +201,8 @@ async fn topics_action_items_coaching_and_composition_follow_the_fixture() {
     assert_eq!(s["content"]["sections"][1]["items"], vendor["coachingPoints"][1]["feedback"]);
 }
 
-#[tokio::test]
-async fn the_summary_language_defaults_to_en_and_reaches_the_vendor() {
-    let gw = TestGateway::start().await;
+async fn the_summary_language_defaults_to_en_and_reaches_the_vendor(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { ai_flavour: flavour, ..Setup::default() }).await;
     let vendor = fixture(BILLING_CALL);
     let english = completed(&gw, &elevateai_body("ai", "summary", BILLING_CALL)).await;
     assert_eq!(english["language"], "en");
@@ -263,9 +275,8 @@ async fn unknown_and_malformed_interactions() {
     assert_eq!(stats.asks, 0);
 }
 
-#[tokio::test]
-async fn a_model_timeout_is_retried_inside_the_deadline() {
-    let gw = TestGateway::start().await;
+async fn a_model_timeout_is_retried_inside_the_deadline(flavour: Flavour) {
+    let gw = TestGateway::start_with(Setup { ai_flavour: flavour, ..Setup::default() }).await;
     gw.elevateai.fail_next(408, 1);
     let s = completed(&gw, &elevateai_body("ai", "details", BILLING_CALL)).await;
     assert_eq!(s["data"]["resolved"], json!(true));

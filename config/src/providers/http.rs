@@ -88,9 +88,9 @@ pub struct HttpConfig {
     /// `unsupported_language`. Omit: `{language}` is the tag as given (canonical case).
     #[serde(default)]
     pub languages: Option<BTreeMap<String, String>>,
-    /// BCP 47 tag used when a request gives no `language`. With neither this nor
-    /// `languages`, and no `{language}` in the templates, the vendor has no
-    /// language: it is not part of a request's identity.
+    /// BCP 47 tag used when a request gives no `language`. Only kinds whose
+    /// request uses `{language}` have a language: for the others it is not sent
+    /// and not part of a request's identity (the resource's `language` is null).
     #[serde(default)]
     pub default_language: Option<String>,
     /// How the gateway authenticates to the vendor: exactly one of `bearer_env`
@@ -115,6 +115,13 @@ pub struct HttpConfig {
     /// How the mapped `text` field becomes sections.
     #[serde(default)]
     pub content_format: ContentFormat,
+    /// Per kind whose mapping has no content fields: which data fields become
+    /// titled sections of `content`, in this order, and their titles
+    /// (`details: [{ field: reasons, title: Reasons for contact }, ...]`). Omit: a
+    /// section per data field, in name order, titled by its name (`actions_taken`
+    /// → `Actions taken`).
+    #[serde(default)]
+    pub data_sections: BTreeMap<String, Vec<HttpDataSection>>,
     /// How to read the vendor's errors.
     #[serde(default)]
     pub errors: HttpErrors,
@@ -125,6 +132,17 @@ pub struct HttpConfig {
 
 fn default_kinds() -> Vec<String> {
     vec!["summary".to_owned()]
+}
+
+/// A data field shown as a section of `content`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDataSection {
+    /// The data field (a key of `mappings.<kind>`).
+    pub field: String,
+    /// The section's title. Omit: the field's name (`actions_taken` → `Actions taken`).
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 /// One request: method, path (after `base_url`), query, headers and JSON body, with placeholders.

@@ -23,7 +23,7 @@ pub use self::circuit_breaker::CircuitBreakerConfig;
 pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
 pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
 pub use self::http::{
-    ContentFormat, HttpAuth, HttpConfig, HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2,
+    ContentFormat, HttpAuth, HttpConfig, HttpDataSection, HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2,
     HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ResolvedAuth,
 };
 pub use self::yeastar::YeastarConfig;

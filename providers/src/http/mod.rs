@@ -100,8 +100,10 @@ pub struct Declared {
     kinds: Vec<Kind>,
     languages: Option<BTreeMap<String, String>>,
     default_language: Option<String>,
-    /// Whether the vendor writes in a chosen language (a table, a default, or `{language}` in a template).
-    has_language: bool,
+    /// The kinds whose request sends `{language}`: only they have a language.
+    language_kinds: Vec<Kind>,
+    /// Per kind: the data fields shown as sections, with their titles.
+    data_sections: Vec<(Kind, Vec<(String, String)>)>,
     /// Conversation fields its templates need.
     needs: Vec<Var>,
     requests: Vec<(Kind, Request)>,
@@ -125,18 +127,7 @@ impl Declared {
         budget: &AnswerBudget,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
-        let kinds: Vec<Kind> = config
-            .kinds
-            .iter()
-            .filter_map(|k| {
-                let kind = Kind::parse(k);
-                if kind.is_none() {
-                    let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-                    errors.push(format!("kinds: `{k}` is not a kind ({})", all.join(", ")));
-                }
-                kind
-            })
-            .collect();
+        let kinds = compile_kinds(config, &mut errors);
         let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let mappings = Mappings::build_declared(&names, &common.mappings).unwrap_or_else(|e| {
             errors.extend(e);
@@ -169,22 +160,14 @@ impl Declared {
         let out = Outbound::new(common, concat!("summary-gateway/", env!("CARGO_PKG_VERSION")), budget.clone())
             .map_err(|e| errors.push(format!("HTTP client: {e}")))
             .ok();
-        let auth = match &config.resolved_auth {
-            None => Auth::None,
-            Some(ResolvedAuth::Bearer(token)) => {
-                header_auth("authorization", &format!("Bearer {}", token.expose()), &mut errors)
-            }
-            Some(ResolvedAuth::Header { name, value }) => header_auth(name, value.expose(), &mut errors),
-            Some(ResolvedAuth::Query { name, value }) => Auth::Query(name.clone(), value.expose().clone()),
-            Some(ResolvedAuth::OAuth2 { token_url, client_id, client_secret, scope }) => Auth::OAuth2(Box::new(
-                ClientCredentials::new(token_url.clone(), client_id.clone(), client_secret.clone(), scope.clone()),
-            )),
-        };
+        let auth = compile_auth(config, &mut errors);
         let base = config.base_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned());
         let mut needs: Vec<Var> = requests.iter().flat_map(|(_, r)| r.vars()).collect();
         needs.sort_by_key(|v| *v as u8);
         needs.dedup();
-        let has_language = languages.is_some() || default_language.is_some() || needs.contains(&Var::Language);
+        let language_kinds: Vec<Kind> =
+            requests.iter().filter(|(_, r)| r.vars().contains(&Var::Language)).map(|(k, _)| *k).collect();
+        let data_sections = compile_data_sections(config, &kinds, &mappings, &mut errors);
         match (config.input, &config.request) {
             (Some(HttpInput::Text), _)
                 if needs.iter().any(|v| matches!(v, Var::Id | Var::Party | Var::ExtensionId)) =>
@@ -213,7 +196,8 @@ impl Declared {
             kinds,
             languages,
             default_language,
-            has_language,
+            language_kinds,
+            data_sections,
             needs,
             requests,
             job,
@@ -427,23 +411,34 @@ impl Declared {
         };
         let m = self.mappings.section(kind.as_str());
         let mut sections = Vec::new();
+        // Plain prose is kept as paragraphs (as the built-in vendors' prose is);
+        // markdown and HTML give titled sections.
+        let mut prose = Vec::new();
         if let Some(text) = m.raw_text("text", root).filter(|t| !t.trim().is_empty()) {
-            sections.extend(match self.format {
-                ContentFormat::Text => crate::mapping::sections_from_plain(text),
-                ContentFormat::Markdown => crate::commbox::mapping::sections_from_markdown(text),
-                ContentFormat::Html => crate::yeastar::mapping::sections_from_html(text),
-            });
+            match self.format {
+                ContentFormat::Text => {
+                    prose.extend(crate::mapping::sections_from_plain(text).into_iter().flat_map(|s| s.items));
+                }
+                ContentFormat::Markdown => sections.extend(crate::commbox::mapping::sections_from_markdown(text)),
+                ContentFormat::Html => sections.extend(crate::yeastar::mapping::sections_from_html(text)),
+            }
         }
         sections.extend(m.listed_sections(root, None));
         let data = data_fields(m, root);
-        if sections.is_empty()
+        if prose.is_empty()
+            && sections.is_empty()
             && let Some(Value::Object(fields)) = &data
         {
-            sections.extend(
-                fields.iter().map(|(name, value)| Section { title: Some(title_of(name)), items: items_of(value) }),
-            );
+            match self.data_sections.iter().find(|(k, _)| *k == kind) {
+                Some((_, shown)) => sections.extend(shown.iter().filter_map(|(field, title)| {
+                    fields.get(field).map(|value| Section { title: Some(title.clone()), items: items_of(value) })
+                })),
+                None => sections.extend(
+                    fields.iter().map(|(name, value)| Section { title: Some(title_of(name)), items: items_of(value) }),
+                ),
+            }
         }
-        let content = Content::from_sections(sections);
+        let content = Content::from_prose(prose, sections);
         if content.sections.is_empty() && data.is_none() {
             return Err(ProviderError::bad_answer(
                 status,
@@ -493,7 +488,7 @@ impl Vendor for Declared {
         !self.rejected.load(Ordering::Relaxed)
     }
 
-    fn language(&self, _kind: Kind, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
+    fn language(&self, kind: Kind, tag: Option<&str>) -> Result<Option<String>, RequestProblem> {
         let canonical = match tag {
             Some(t) => Some(
                 crate::language::canonical(t)
@@ -510,7 +505,7 @@ impl Vendor for Declared {
                 known.join(", ")
             )));
         }
-        if !self.has_language {
+        if !self.language_kinds.contains(&kind) {
             return Ok(None);
         }
         Ok(canonical.or_else(|| self.default_language.clone()))
@@ -699,6 +694,64 @@ fn compile_languages(config: &HttpConfig, errors: &mut Vec<String>) -> Languages
     (languages, default_language)
 }
 
+fn compile_data_sections(
+    config: &HttpConfig,
+    kinds: &[Kind],
+    mappings: &Mappings,
+    errors: &mut Vec<String>,
+) -> Vec<(Kind, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for (name, shown) in &config.data_sections {
+        let Some(kind) = kinds.iter().copied().find(|k| k.as_str() == name) else {
+            errors.push(format!("data_sections.{name}: `{name}` is not one of this provider's kinds"));
+            continue;
+        };
+        let m = mappings.section(name);
+        let mut fields = Vec::new();
+        for (i, section) in shown.iter().enumerate() {
+            if CONTENT_FIELDS.contains(&section.field.as_str()) || !m.has(&section.field) {
+                errors.push(format!(
+                    "data_sections.{name}[{i}].field: `{}` is not a data field of mappings.{name}",
+                    section.field
+                ));
+                continue;
+            }
+            fields.push((section.field.clone(), section.title.clone().unwrap_or_else(|| title_of(&section.field))));
+        }
+        out.push((kind, fields));
+    }
+    out
+}
+
+fn compile_kinds(config: &HttpConfig, errors: &mut Vec<String>) -> Vec<Kind> {
+    config
+        .kinds
+        .iter()
+        .filter_map(|k| {
+            let kind = Kind::parse(k);
+            if kind.is_none() {
+                let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                errors.push(format!("kinds: `{k}` is not a kind ({})", all.join(", ")));
+            }
+            kind
+        })
+        .collect()
+}
+
+fn compile_auth(config: &HttpConfig, errors: &mut Vec<String>) -> Auth {
+    match &config.resolved_auth {
+        None => Auth::None,
+        Some(ResolvedAuth::Bearer(token)) => {
+            header_auth("authorization", &format!("Bearer {}", token.expose()), errors)
+        }
+        Some(ResolvedAuth::Header { name, value }) => header_auth(name, value.expose(), errors),
+        Some(ResolvedAuth::Query { name, value }) => Auth::Query(name.clone(), value.expose().clone()),
+        Some(ResolvedAuth::OAuth2 { token_url, client_id, client_secret, scope }) => Auth::OAuth2(Box::new(
+            ClientCredentials::new(token_url.clone(), client_id.clone(), client_secret.clone(), scope.clone()),
+        )),
+    }
+}
+
 /// `request` with a kind's overrides.
 fn merge(base: &HttpRequestTemplate, over: Option<&HttpRequestOverride>) -> HttpRequestTemplate {
     let Some(over) = over else { return base.clone() };
@@ -825,7 +878,7 @@ fn title_of(field: &str) -> String {
 }
 
 /// A data value as section items: strings as they are, booleans `Yes`/`No`,
-/// objects as `key: value` pairs.
+/// objects as their values joined by `: `.
 fn items_of(value: &Value) -> Vec<String> {
     fn one(v: &Value) -> Option<String> {
         let text = match v {
@@ -833,9 +886,8 @@ fn items_of(value: &Value) -> Vec<String> {
             Value::Number(n) => n.to_string(),
             Value::Bool(true) => "Yes".to_owned(),
             Value::Bool(false) => "No".to_owned(),
-            Value::Object(fields) => {
-                fields.iter().filter_map(|(k, v)| one(v).map(|v| format!("{k}: {v}"))).collect::<Vec<_>>().join(", ")
-            }
+            // `{"type": "PERSON", "value": "Maria Lopez"}` → `PERSON: Maria Lopez`.
+            Value::Object(fields) => fields.values().filter_map(one).collect::<Vec<_>>().join(": "),
             Value::Array(_) | Value::Null => String::new(),
         };
         (!text.is_empty()).then_some(text)
