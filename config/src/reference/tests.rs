@@ -430,6 +430,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("commbox.yaml", "commbox", include_str!("../../examples/commbox.yaml")),
     ("elevateai.yaml", "elevateai", include_str!("../../examples/elevateai.yaml")),
     ("yeastar.yaml", "yeastar", include_str!("../../examples/yeastar.yaml")),
+    ("http-commbox.yaml", "http", include_str!("../../examples/http-commbox.yaml")),
 ];
 
 /// The lines of a top-level section (`auth:`), commented out or not, up to the next one.
