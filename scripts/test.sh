@@ -92,4 +92,21 @@ if [[ -z "${SG_TEST_REDIS_URL:-}" ]]; then
     done
   fi
 fi
+# The production build (deploy/Dockerfile: --no-default-features) compiles and has no
+# demo, no simulators and no demo key. Before the tests: `cargo test` builds the binary
+# again with its default features, which the e2e tests start.
+echo "--- the production build: no demo, no simulators"
+cargo build --locked -p summary-gateway --no-default-features
+prod_bin=target/debug/summary-gateway
+if "${prod_bin}" demo --help >/dev/null 2>&1 || "${prod_bin}" simulate --help >/dev/null 2>&1; then
+  echo "the --no-default-features binary still has demo or simulate" >&2
+  exit 1
+fi
+for marker in demo-key demo-commbox-token demo-elevateai-token AI_API_SUMMARY_; do
+  if grep -qF "${marker}" "${prod_bin}"; then
+    echo "the --no-default-features binary holds ${marker} (simulator or demo code)" >&2
+    exit 1
+  fi
+done
+
 cargo test --workspace --locked "$@"

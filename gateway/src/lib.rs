@@ -25,6 +25,7 @@
 pub mod api;
 pub mod app;
 pub mod callback;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod jobs;

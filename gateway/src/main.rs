@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gateway_config::Config;
-use summary_gateway::{App, demo, run, shutdown_signal, telemetry};
+#[cfg(feature = "demo")]
+use summary_gateway::demo;
+use summary_gateway::{App, run, shutdown_signal, telemetry};
 use tokio::net::TcpListener;
 
 /// jemalloc rather than glibc malloc: freed memory goes back to the OS (its
@@ -38,6 +40,7 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    #[cfg(feature = "demo")]
     /// The gateway with in-process vendor simulators and the embedded store
     /// (SUMMARY_GATEWAY__* environment overrides apply).
     Demo {
@@ -49,6 +52,7 @@ enum Command {
         #[arg(long, value_name = "URL")]
         redis_url: Option<String>,
     },
+    #[cfg(feature = "demo")]
     /// Run a vendor simulator as a process.
     Simulate {
         #[command(subcommand)]
@@ -56,6 +60,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "demo")]
 #[derive(Subcommand)]
 enum Simulator {
     /// Yeastar P-Series (`/openapi/...`), seeded with the docs' example.
@@ -108,7 +113,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::CheckConfig { print } => with_logs(async move { check_config(cli.config, print) }),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, redis_url } => with_logs(run_demo(listen, redis_url)),
+        #[cfg(feature = "demo")]
         Command::Simulate { vendor } => with_logs(simulate(vendor)),
     }
 }
@@ -222,6 +229,7 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr, &str) -> Str
     }
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(listen: Option<SocketAddr>, redis_url: Option<String>) -> ExitCode {
     let sim = match demo::start_simulators().await {
         Ok(sim) => sim,
@@ -247,6 +255,7 @@ async fn run_demo(listen: Option<SocketAddr>, redis_url: Option<String>) -> Exit
 }
 
 /// Runs one vendor simulator until SIGTERM/SIGINT.
+#[cfg(feature = "demo")]
 async fn simulate(vendor: Simulator) -> ExitCode {
     use providers::{commbox, elevateai, yeastar};
     let (name, listen) = match &vendor {

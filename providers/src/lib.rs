@@ -32,6 +32,7 @@ pub mod outbound;
 pub mod provider;
 pub mod registry;
 pub mod shared;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim_hooks;
 pub mod vendor;
 pub mod yeastar;

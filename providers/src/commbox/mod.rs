@@ -14,6 +14,7 @@
 //! gateway, the policy ([`JobPolicy`]) comes from this provider's config.
 
 pub mod mapping;
+#[cfg(any(test, feature = "sim"))]
 pub mod simulator;
 
 use std::sync::Arc;

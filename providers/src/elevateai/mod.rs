@@ -17,6 +17,7 @@
 //! allowance is spent); 5 questions per interaction.
 
 pub mod mapping;
+#[cfg(any(test, feature = "sim"))]
 pub mod simulator;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@
 //! string or an integer.
 
 pub mod mapping;
+#[cfg(any(test, feature = "sim"))]
 pub mod simulator;
 pub mod token;
 
