@@ -220,16 +220,30 @@ async fn a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries(flavour
     let r = gw.post("/v1/summaries").header("prefer", "wait=10").json(&body).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "completed");
 
-    // Connection refused at least once, then up but answering 503 twice, then 204.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connection refused at least once (the delivery is rescheduled: due later than
+    // now), then up but answering 503 twice, then 204.
+    let store = gw.app.summaries.store();
+    let since = Instant::now();
+    loop {
+        let now_ms = u64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap();
+        if matches!(store.next_delivery_ms().await, Ok(Some(next)) if next > now_ms) {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the first attempt never failed");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let rx = Receiver { fail_first: 2, ..Receiver::default() };
     let _server = start_receiver(TcpListener::bind(addr).await.unwrap(), rx.clone());
     eventually("the webhook after retries", || rx.got.lock().unwrap().len() == 1).await;
     assert_eq!(*rx.attempts.lock().unwrap(), 3);
     let (headers, body) = rx.got.lock().unwrap()[0].clone();
     verify(WEBHOOK_SECRET, &headers, &body);
-    // Delivered once: nothing more arrives.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Delivered once: the outbox empties (after the 2xx), so nothing is attempted again.
+    let since = Instant::now();
+    while store.next_delivery_ms().await.unwrap().is_some() {
+        assert!(since.elapsed() < Duration::from_secs(10), "the delivery stayed in the outbox");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(*rx.attempts.lock().unwrap(), 3);
 }
 
