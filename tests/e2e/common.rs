@@ -268,6 +268,8 @@ pub struct Setup {
     pub elevateai: Option<elevateai::SimOptions>,
     /// Extra YAML lines under `providers.ai:` (indented by 4).
     pub ai: String,
+    /// More providers: YAML lines under `providers:` (indented by 2), put first.
+    pub providers: String,
     /// The adapter of `cb`: built-in, or CommBox described as `type: http`.
     pub cb_flavour: Flavour,
     /// The adapter of `ai`: built-in, or ElevateAI described as `type: http`.
@@ -310,6 +312,7 @@ impl TestGateway {
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let yaml = yaml.replacen("\nproviders:\n", &format!("\nproviders:\n{}", setup.providers), 1);
         let yaml = yaml.replace("${GATEWAY_URL}", &url);
         let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config:\n{e}"));
         let app = App::new(config).unwrap();

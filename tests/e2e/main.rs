@@ -11,6 +11,7 @@ mod common;
 mod config;
 mod connections;
 mod contract;
+mod declared;
 mod demo;
 mod drain;
 mod elevateai;

@@ -98,6 +98,125 @@ async fn refuses_a_missing_or_wrong_token() {
     assert!(stats.requests.is_empty() && stats.languages.is_empty());
 }
 
+/// A simulator with the token endpoint, tokens living 100 s.
+async fn start_oauth() -> RunningSimulator {
+    let oauth = OAuthOptions {
+        client_id: "cid".into(),
+        client_secret: "s3cret".into(),
+        token_lifetime: Duration::from_secs(100),
+    };
+    start_with(SimOptions { latency: Duration::ZERO, oauth: Some(oauth), ..SimOptions::default() }).await
+}
+
+/// `POST /oauth/token` with `form` as the body: (status, `WWW-Authenticate`, body).
+async fn token_request(
+    sim: &RunningSimulator,
+    client: Option<(&str, &str)>,
+    form: &str,
+) -> (u16, Option<String>, Value) {
+    let mut req = self::client()
+        .post(format!("{}{TOKEN_PATH}", sim.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned());
+    if let Some((id, secret)) = client {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let answer = req.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let challenge = answer.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    if status == 200 {
+        assert_eq!(answer.headers()["cache-control"], "no-store", "RFC 6749 §5.1");
+    }
+    (status, challenge, answer.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_token_endpoint_is_off_by_default() {
+    let sim = start().await;
+    let answer = client()
+        .post(format!("{}{TOKEN_PATH}", sim.base_url()))
+        .basic_auth("demo-elevateai-client", Some("demo-elevateai-client-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let stats = sim.stats();
+    assert_eq!((stats.token_requests, stats.tokens_issued), (0, 0));
+}
+
+#[tokio::test]
+async fn the_token_endpoint_grants_client_credentials_and_refuses_the_rest() {
+    let sim = start_oauth().await;
+    let good = Some(("cid", "s3cret"));
+    let (status, _, body) = token_request(&sim, good, "grant_type=client_credentials&scope=summaries").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["token_type"], &body["expires_in"], &body["scope"]),
+        (&json!("Bearer"), &json!(100), &json!("summaries"))
+    );
+    let first = body["access_token"].as_str().unwrap().to_owned();
+    let (_, _, again) = token_request(&sim, good, "grant_type=client_credentials").await;
+    assert_ne!(again["access_token"], first.as_str(), "a new token each time");
+    assert!(again.get("scope").is_none());
+
+    let basic = Some(r#"Basic realm="elevateai-simulator""#.to_owned());
+    for (client, form, status, challenge, error) in [
+        (Some(("cid", "wrong")), "grant_type=client_credentials", 401, basic.clone(), "invalid_client"),
+        (Some(("other", "s3cret")), "grant_type=client_credentials", 401, basic.clone(), "invalid_client"),
+        (None, "grant_type=client_credentials", 401, basic, "invalid_client"),
+        (good, "grant_type=password&username=a&password=b", 400, None, "unsupported_grant_type"),
+        (good, "scope=summaries", 400, None, "invalid_request"),
+        (good, "grant_type=client_credentials&grant_type=client_credentials", 400, None, "invalid_request"),
+    ] {
+        let (got, got_challenge, body) = token_request(&sim, client, form).await;
+        assert_eq!((got, got_challenge, body["error"].as_str()), (status, challenge, Some(error)), "{form}");
+    }
+    let seen = sim.stats();
+    assert_eq!((seen.token_requests, seen.tokens_issued, seen.token_refusals), (8, 2, 6));
+    assert_eq!(seen.scopes, ["summaries", ""]);
+    assert_eq!(sim.issued_tokens().len(), 2);
+    assert_eq!(seen.unauthorized, 0, "the token endpoint's refusals are not API refusals");
+}
+
+#[tokio::test]
+async fn the_api_takes_a_bearer_token_until_it_expires_or_is_revoked() {
+    let sim = start_oauth().await;
+    let (_, _, body) = token_request(&sim, Some(("cid", "s3cret")), "grant_type=client_credentials").await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let summary = url(&sim, BILLING_CALL, "gen-ai/cx/summary");
+    let with = |bearer: &str| client().get(&summary).bearer_auth(bearer);
+    assert_eq!(send(with(&token)).await.0, 200);
+    assert_eq!(send(client().get(url(&sim, BILLING_CALL, "status")).bearer_auth(&token)).await.0, 200);
+    assert_eq!(send(client().get(&summary).header(TOKEN_HEADER, TOKEN)).await.0, 200, "the API key still works");
+
+    let refused = json!({"code": "UNAUTHORIZED", "message": "The access token expired, was revoked or is unknown"});
+    let stale = |req: reqwest::RequestBuilder| async move {
+        let answer = req.send().await.unwrap();
+        assert_eq!(answer.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+        (answer.status().as_u16(), answer.json::<Value>().await.unwrap())
+    };
+    assert_eq!(stale(with("never-issued")).await, (401, refused.clone()));
+    sim.advance(Duration::from_secs(99));
+    assert_eq!(send(with(&token)).await.0, 200);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(stale(with(&token)).await, (401, refused.clone()), "expired on the simulator's clock");
+
+    let (_, _, body) = token_request(&sim, Some(("cid", "s3cret")), "grant_type=client_credentials").await;
+    let renewed = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(send(with(&renewed)).await.0, 200);
+    hook(&sim, "/_sim/revoke_tokens", json!({})).await;
+    assert_eq!(stale(with(&renewed)).await, (401, refused));
+    assert_eq!(sim.revoke_tokens(), 0, "none left to revoke");
+    // Without a bearer token the refusal is the API key's, as without the endpoint.
+    let (status, body) = send(client().get(&summary)).await;
+    assert_eq!((status, code(&body)), (401, "UNAUTHORIZED"));
+    let seen = sim.stats();
+    assert_eq!((seen.stale_tokens, seen.unauthorized, seen.tokens_issued), (3, 4, 2));
+    assert_eq!(seen.requests["summary"], 4, "refused requests are not gen-AI requests");
+}
+
 #[tokio::test]
 async fn every_kind_on_both_variants() {
     let sim = start().await;

@@ -70,14 +70,40 @@
 //! authentication, holds one of [`SimOptions::max_concurrent`] slots while it does; one
 //! arriving when all are taken answers 429 at once.
 //!
+//! Not ElevateAI's at all, off unless [`SimOptions::oauth`] is set: an OAuth 2.0
+//! authorization server beside the API, so that `type: http` providers with
+//! `auth: oauth2` have a vendor to talk to. ElevateAI documents only
+//! `X-API-Token`; what follows is RFC 6749 and RFC 6750, and \[assumption\]s where
+//! they leave a choice:
+//! - `POST /oauth/token` ([`TOKEN_PATH`]) with a form body
+//!   `grant_type=client_credentials[&scope=...]` (RFC 6749 §4.4.2), the client
+//!   authenticated by HTTP Basic (§2.3.1), answers 200 `{"access_token",
+//!   "token_type":"Bearer","expires_in"[,"scope"]}` with `Cache-Control: no-store`
+//!   (§5.1); errors are §5.2's `{"error"[,"error_description"]}`: a wrong, missing or
+//!   malformed client authentication 401 `invalid_client` with `WWW-Authenticate:
+//!   Basic`, a body without `grant_type` (or not a form) 400 `invalid_request`, another
+//!   grant 400 `unsupported_grant_type`;
+//! - \[assumption\] the client id and secret are compared as sent, without the
+//!   form-decoding §2.3.1 asks of the server; only HTTP Basic authenticates the
+//!   client (no `client_secret` in the body); any `scope` is granted and echoed; a
+//!   token request takes [`SimOptions::latency`] like a gen-AI request, without a
+//!   concurrency slot;
+//! - every `/v1/` route then also takes `Authorization: Bearer <token>` in place of
+//!   `X-API-Token`: a token it issued that has not expired, on the simulator's clock,
+//!   [`OAuthOptions::token_lifetime`] after it was issued (`expires_in`), and was not
+//!   revoked ([`ElevateAiSimulator::revoke_tokens`]); any other bearer token is 401
+//!   with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1) and the
+//!   ElevateAI body `{"code":"UNAUTHORIZED","message"}`.
+//!
 //! Run it in-process ([`ElevateAiSimulator::start`]) or serve
 //! [`ElevateAiSimulator::router`].
 //!
 //! Test hooks (not part of ElevateAI's API): `GET /_sim/stats` (a [`SimStats`]),
 //! `POST /_sim/clock {"advance_secs"}`, `POST /_sim/latency {"millis"}`,
 //! `POST /_sim/fail_next {"status","count"}` (the next `count` gen-AI or ask requests,
-//! after authentication and the concurrency check, answer `status`) and
-//! `POST /_sim/processed {"identifier"}` (finishes processing an interaction).
+//! after authentication and the concurrency check, answer `status`),
+//! `POST /_sim/processed {"identifier"}` (finishes processing an interaction) and
+//! `POST /_sim/revoke_tokens` (every access token issued so far stops working).
 //!
 //! [`set_processed`]: ElevateAiSimulator::set_processed
 
@@ -90,9 +116,10 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -114,6 +141,9 @@ pub const TOKEN_HEADER: &str = "X-API-Token";
 
 /// Where interactions are declared.
 pub const INTERACTIONS_PATH: &str = "/v1/interactions";
+
+/// The OAuth 2.0 token endpoint, with [`SimOptions::oauth`] (not ElevateAI's).
+pub const TOKEN_PATH: &str = "/oauth/token";
 
 /// Longer questions are refused (422 `QUESTION_TOO_LONG`).
 pub const MAX_QUESTION_CHARS: usize = 250;
@@ -140,6 +170,9 @@ pub struct SimOptions {
     /// Time from its declaration until an audio interaction is processed, on the
     /// simulator's clock (also for the seeded [`PROCESSING_CALL`]).
     pub audio_processing: Duration,
+    /// An OAuth 2.0 token endpoint ([`TOKEN_PATH`]) whose bearer tokens the API
+    /// takes besides `X-API-Token`. `None` (the default): neither, as at ElevateAI.
+    pub oauth: Option<OAuthOptions>,
 }
 
 impl Default for SimOptions {
@@ -149,6 +182,29 @@ impl Default for SimOptions {
             latency: Duration::from_millis(20),
             max_concurrent: 10,
             audio_processing: Duration::from_secs(60),
+            oauth: None,
+        }
+    }
+}
+
+/// The client the token endpoint knows (client credentials, RFC 6749 §4.4).
+#[derive(Debug, Clone)]
+pub struct OAuthOptions {
+    /// The client id expected as the HTTP Basic user.
+    pub client_id: String,
+    /// The client secret expected as the HTTP Basic password.
+    pub client_secret: String,
+    /// How long an access token works, on the simulator's clock (`expires_in`, in
+    /// whole seconds).
+    pub token_lifetime: Duration,
+}
+
+impl Default for OAuthOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "demo-elevateai-client".into(),
+            client_secret: "demo-elevateai-client-secret".into(),
+            token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -169,13 +225,26 @@ pub struct SimStats {
     pub declared: u64,
     /// Requests refused with 429 because `max_concurrent` were in flight.
     pub rejected_busy: u64,
-    /// Requests refused with 401.
+    /// API requests refused with 401 (`stale_tokens` among them; not the token
+    /// endpoint's refusals, which are `token_refusals`).
     pub unauthorized: u64,
     /// The most gen-AI and ask requests in flight at once (accepted ones only).
     pub max_in_flight: u64,
     /// The `Accept-Language` of every authenticated summary request, in order (`""`
     /// when absent).
     pub languages: Vec<String>,
+    /// Requests to the token endpoint, answered with any status.
+    pub token_requests: u64,
+    /// Access tokens issued (200 answers of the token endpoint).
+    pub tokens_issued: u64,
+    /// Token requests refused (401 `invalid_client`, 400 `invalid_request` or
+    /// `unsupported_grant_type`).
+    pub token_refusals: u64,
+    /// API requests refused with 401 for a bearer token that expired, was revoked
+    /// or was never issued.
+    pub stale_tokens: u64,
+    /// The `scope` of every token issued, in order (`""` when the request had none).
+    pub scopes: Vec<String>,
 }
 
 /// An interaction as the simulator holds it.
@@ -363,6 +432,10 @@ struct SimState {
     order: Vec<Uuid>,
     in_flight: usize,
     fault: Option<Fault>,
+    /// Access tokens that work → their expiry on the simulator's clock.
+    tokens: HashMap<String, Duration>,
+    /// Every access token issued, revoked ones too, for tests that look for leaks.
+    issued: Vec<String>,
     stats: SimStats,
 }
 
@@ -442,6 +515,8 @@ impl ElevateAiSimulator {
                     order,
                     in_flight: 0,
                     fault: None,
+                    tokens: HashMap::new(),
+                    issued: Vec::new(),
                     stats: SimStats::default(),
                 }),
             }),
@@ -470,12 +545,16 @@ impl ElevateAiSimulator {
             }
             router = router.route(&format!("/v1/interactions/{{id}}/{}", variant.ask_path()), ask_route(variant));
         }
+        if self.inner.options.oauth.is_some() {
+            router = router.route(TOKEN_PATH, post(token));
+        }
         router
             .route("/_sim/stats", get(stats))
             .route("/_sim/clock", post(sim_hooks::advance_clock::<Self>))
             .route("/_sim/latency", post(sim_hooks::set_latency::<Self>))
             .route("/_sim/fail_next", post(fail_next))
             .route("/_sim/processed", post(processed))
+            .route("/_sim/revoke_tokens", post(revoke_tokens))
             .fallback(unknown_route)
             .method_not_allowed_fallback(wrong_method)
             .with_state(self.clone())
@@ -529,6 +608,22 @@ impl ElevateAiSimulator {
         true
     }
 
+    /// Revokes every access token issued so far: each is refused (401) from now
+    /// on, as if the authorization server had revoked them before their
+    /// `expires_in`. Returns how many still worked.
+    pub fn revoke_tokens(&self) -> usize {
+        let mut state = self.state();
+        let now = state.now(self.inner.started);
+        let working = state.tokens.values().filter(|expiry| now < **expiry).count();
+        state.tokens.clear();
+        working
+    }
+
+    /// Every access token issued so far (revoked and expired ones too).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state().issued.clone()
+    }
+
     /// The identifiers of the seeded and then the declared interactions, in order.
     pub fn interaction_ids(&self) -> Vec<String> {
         self.state().order.iter().map(Uuid::to_string).collect()
@@ -549,14 +644,83 @@ impl ElevateAiSimulator {
             .is_some_and(|given| given.trim() == self.inner.options.token)
     }
 
-    /// Authentication alone (declaration and status): `Err` is the 401.
+    /// Authentication alone (declaration and status): the API key, or with
+    /// [`SimOptions::oauth`] a bearer token it issued that still works. `Err` is the 401.
     fn authenticate(&self, headers: &HeaderMap) -> Result<(), VendorError> {
         if self.authorized(headers) {
-            Ok(())
-        } else {
-            self.state().stats.unauthorized += 1;
-            Err(unauthorized())
+            return Ok(());
         }
+        let bearer = self.inner.options.oauth.as_ref().and_then(|_| bearer_token(headers));
+        let mut state = self.state();
+        if let Some(bearer) = bearer {
+            let now = state.now(self.inner.started);
+            if state.tokens.get(bearer).is_some_and(|expiry| now < *expiry) {
+                return Ok(());
+            }
+            state.stats.unauthorized += 1;
+            state.stats.stale_tokens += 1;
+            return Err(invalid_token());
+        }
+        state.stats.unauthorized += 1;
+        Err(unauthorized())
+    }
+
+    /// `POST /oauth/token`: a client-credentials grant (RFC 6749 §4.4), or its §5.2 error.
+    async fn token(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let Some(oauth) = &self.inner.options.oauth else {
+            return unknown_route().await.into_response();
+        };
+        let latency = {
+            let mut state = self.state();
+            state.stats.token_requests += 1;
+            state.latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut state = self.state();
+        let client = basic_credentials(headers);
+        if client.as_ref().is_none_or(|(id, secret)| *id != oauth.client_id || *secret != oauth.client_secret) {
+            state.stats.token_refusals += 1;
+            let challenge = HeaderValue::from_static("Basic realm=\"elevateai-simulator\"");
+            let refusal = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
+            return ([(header::WWW_AUTHENTICATE, challenge)], refusal).into_response();
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim() == "application/x-www-form-urlencoded"));
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        let param = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let repeated = form.iter().enumerate().any(|(i, (k, _))| form[..i].iter().any(|(earlier, _)| earlier == k));
+        let refusal = match param("grant_type") {
+            _ if !is_form || repeated => Some(("invalid_request", "The body must be a form with each parameter once")),
+            None => Some(("invalid_request", "grant_type is required")),
+            Some("client_credentials") => None,
+            Some(_) => Some(("unsupported_grant_type", "Only grant_type=client_credentials is supported")),
+        };
+        if let Some((code, description)) = refusal {
+            state.stats.token_refusals += 1;
+            return oauth_error(StatusCode::BAD_REQUEST, code, description).into_response();
+        }
+        let scope = param("scope").map(str::to_owned);
+        let access = Uuid::new_v4().simple().to_string();
+        let now = state.now(self.inner.started);
+        state.tokens.retain(|_, expiry| now < *expiry);
+        state.tokens.insert(access.clone(), now.saturating_add(oauth.token_lifetime));
+        state.issued.push(access.clone());
+        state.stats.tokens_issued += 1;
+        state.stats.scopes.push(scope.clone().unwrap_or_default());
+        let mut answer = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": oauth.token_lifetime.as_secs(),
+        });
+        if let Some(scope) = scope {
+            answer["scope"] = json!(scope);
+        }
+        let no_store = [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")];
+        (no_store, Json(answer)).into_response()
     }
 
     /// What every gen-AI and ask request goes through first: authentication, the
@@ -789,20 +953,59 @@ struct VendorError {
     status: StatusCode,
     code: Cow<'static, str>,
     message: String,
+    /// `WWW-Authenticate`, for a refused bearer token.
+    challenge: Option<HeaderValue>,
 }
 
 impl IntoResponse for VendorError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "code": self.code, "message": self.message }))).into_response()
+        let body = (self.status, Json(json!({ "code": self.code, "message": self.message })));
+        match self.challenge {
+            Some(challenge) => ([(header::WWW_AUTHENTICATE, challenge)], body).into_response(),
+            None => body.into_response(),
+        }
     }
 }
 
 fn error(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> VendorError {
-    VendorError { status, code: code.into(), message: message.into() }
+    VendorError { status, code: code.into(), message: message.into(), challenge: None }
 }
 
 fn unauthorized() -> VendorError {
     error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Missing or invalid X-API-Token")
+}
+
+/// A bearer token that is not (or no longer) one the simulator issued (RFC 6750 §3.1).
+fn invalid_token() -> VendorError {
+    VendorError {
+        challenge: Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+        ..error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "The access token expired, was revoked or is unknown")
+    }
+}
+
+/// An RFC 6749 §5.2 error answer.
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (status, Json(json!({ "error": code, "error_description": description }))).into_response()
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The (id, secret) of `Authorization: Basic <base64 of id:secret>` (RFC 7617).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
 }
 
 fn interaction_not_found(id: &str) -> VendorError {
@@ -935,6 +1138,15 @@ struct Processed {
 
 async fn processed(State(sim): State<ElevateAiSimulator>, Json(p): Json<Processed>) -> StatusCode {
     if sim.set_processed(&p.identifier) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+}
+
+async fn token(State(sim): State<ElevateAiSimulator>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.token(&headers, &body).await
+}
+
+async fn revoke_tokens(State(sim): State<ElevateAiSimulator>) -> StatusCode {
+    sim.revoke_tokens();
+    StatusCode::NO_CONTENT
 }
 
 /// The summary in the most preferred language of `accept` the interaction has, else English.
