@@ -433,7 +433,7 @@ mappings:
         sections,
         [
             (Some("Actions taken"), vec!["Refunded", "Apologised"]),
-            (Some("Entities"), vec!["type: AMOUNT, value: $89.99"]),
+            (Some("Entities"), vec!["AMOUNT: $89.99"]),
             (Some("Reasons"), vec!["Double charge"]),
             (Some("Resolved"), vec!["Yes"]),
             (Some("Score"), vec!["4"]),
