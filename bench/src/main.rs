@@ -144,7 +144,7 @@ struct RunArgs {
     /// Worker threads of the load generator (1: it uses at most one core).
     #[arg(long, default_value_t = 1)]
     driver_threads: usize,
-    /// Short runs, about 25 s in all (a full run takes about 95 s).
+    /// Short runs, about 27 s in all (a full run takes about 100 s).
     #[arg(long)]
     quick: bool,
     /// Exit with status 1 if a target is missed or a scenario got unexpected answers.
