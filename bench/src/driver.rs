@@ -1,4 +1,4 @@
-//! The run: starts the four server processes, runs the scenarios one after
+//! The run: starts the five server processes, runs the scenarios one after
 //! the other, prints a row for each, then the comparisons with the baselines
 //! and the verdict on each target. With `--redis-url` the gateway stores in
 //! that Redis, and the Redis server's commands and CPU are read with the
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::Full;
+use providers::elevateai::simulator::SimOptions as ElevateAiSimOptions;
 use providers::yeastar::simulator::SimOptions;
 use serde_json::Value;
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub open_seconds: Duration,
     pub vendor_open_seconds: Duration,
     pub misses: u64,
+    /// Interactions asked through each ElevateAI provider in f1 and f2 (all misses).
+    pub elevateai_misses: u64,
     pub rate: f64,
     pub vendor_rate: f64,
     pub connections: usize,
@@ -59,6 +62,9 @@ const P99_ADDED_TARGET_MS: f64 = 0.5;
 const RSS_TARGET_MB: f64 = 50.0;
 const WAITER_RSS_TARGET_KIB: f64 = 64.0;
 const IDLE_CPU_TARGET_MS: f64 = 50.0;
+/// A vendor described in YAML (`type: http`) costs at most this many times the
+/// gateway CPU of its built-in adapter per cache miss (f2 / f1).
+const DECLARED_RATIO_TARGET: f64 = 1.2;
 
 /// The gateway's only key in the benchmark configuration.
 const KEY: &str = "sg-bench-key-0123456789abcdef";
@@ -66,6 +72,16 @@ const PROVIDER: &str = "pbx";
 /// The docs' example call leg, in the simulator's fixtures: the cache-hit request.
 const DOCS_LEG: &str = "20260513223234-3EE9E";
 const SIM_USER_AGENT: &str = "OpenAPI sg-bench";
+/// The built-in ElevateAI provider (`type: elevateai`, scenario f1).
+const ELEVATEAI_PROVIDER: &str = "ai";
+/// The same vendor described in YAML (`type: http`, scenario f2), built from the example below.
+const ELEVATEAI_HTTP_PROVIDER: &str = "ai-http";
+/// ElevateAI's summary, details and topics as a declarative provider: f2's
+/// provider is this file's `elevateai-http`, pointed at the simulator.
+const ELEVATEAI_HTTP_EXAMPLE: &str = include_str!("../../config/examples/http-elevateai.yaml");
+const ELEVATEAI_HTTP_EXAMPLE_NAME: &str = "elevateai-http";
+/// Connections that declare f's interactions in the ElevateAI simulator before the scenarios.
+const DECLARING_CONNECTIONS: usize = 8;
 /// The CommBox provider of the benchmark configuration (scenario w).
 const COMMBOX_PROVIDER: &str = "cb";
 /// Its poll interval: how long after the simulator's release the gateway learns of it (jittered 2/3–5/3).
@@ -113,11 +129,15 @@ pub fn run(settings: &Settings) -> ExitCode {
     }
 }
 
-/// The four server processes and what the scenarios need from the warm-up.
+/// The five server processes and what the scenarios need from the warm-up.
 struct Servers {
     sim: ServerProcess,
     /// The CommBox simulator (scenario w).
     commbox: ServerProcess,
+    /// The ElevateAI simulator (scenarios f1 and f2).
+    elevateai: ServerProcess,
+    /// The interactions declared in it, in order: f's request `n` asks for the `n`-th.
+    interactions: Arc<[String]>,
     gateway: ServerProcess,
     baseline: ServerProcess,
     /// The cached summary of the docs' example: the bytes the baseline answers with.
@@ -160,6 +180,33 @@ impl Legs {
     }
 }
 
+/// Which interactions f1 and f2 ask for: `[0, warm)` warms both providers,
+/// then both ask for the same `closed` ones (a miss for each: the provider is
+/// part of a summary's identity).
+struct Interactions {
+    warm: Range<u64>,
+    closed: Range<u64>,
+}
+
+impl Interactions {
+    fn plan(s: &Settings) -> Self {
+        let warm = u64::try_from(s.connections).unwrap_or(u64::MAX).saturating_mul(20);
+        Self { warm: 0..warm, closed: warm..warm + s.elevateai_misses }
+    }
+
+    /// How many the ElevateAI simulator needs declared.
+    const fn count(&self) -> u64 {
+        self.closed.end
+    }
+
+    /// Round `round` of `rounds` of the measured ones.
+    fn round(&self, round: u32, rounds: u32) -> Range<u64> {
+        let (len, rounds) = (self.closed.end - self.closed.start, u64::from(rounds.max(1)));
+        let at = |r: u64| self.closed.start + len * r / rounds;
+        at(u64::from(round))..at(u64::from(round) + 1)
+    }
+}
+
 /// The warm-up of each open-loop segment.
 fn segment_warmup(s: &Settings) -> Duration {
     s.warmup.min(Duration::from_millis(250))
@@ -172,6 +219,7 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     let ticks = procfs::clock_ticks_per_second();
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let legs = Legs::plan(s);
+    let interactions = Interactions::plan(s);
     // Declared before the servers, so that on an early return it is dropped
     // after them (its Drop deletes the run's keys once the gateway has stopped).
     let redis = match &s.redis_url {
@@ -181,13 +229,14 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     // Before the servers start: they inherit it.
     let fds = waiting::raise_fd_limit();
     print_header(s, ticks, legs.records, &fds, redis.as_ref());
-    let servers = start_servers(s, dir.path(), legs.records, redis.as_ref()).await?;
+    let servers = start_servers(s, dir.path(), (legs.records, interactions.count()), redis.as_ref()).await?;
     let store = match &redis {
         Some(redis) => Some(probe_redis(redis, &servers, &legs).await?),
         None => None,
     };
 
-    let mut bench = Bench { s, ticks, rows: Vec::new(), waiting: None, redis: redis.as_ref(), store };
+    let mut bench =
+        Bench { s, ticks, rows: Vec::new(), waiting: None, redis: redis.as_ref(), store, elevateai_seen: None };
     print_columns();
     let after_hits = run_hits(&mut bench, &servers).await?;
     run_vendor(&mut bench, &servers, &legs).await?;
@@ -200,6 +249,8 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     if let (Some(redis), Some(store)) = (&redis, &mut bench.store) {
         store.summary_in_redis = redis.memory_usage(&redis.summary_key(&servers.id));
     }
+    // After the memory reading above: its summaries would count in the RSS growth per stored summary of d.
+    run_elevateai(&mut bench, &servers, &interactions).await?;
     // Last: its thousands of connections must not count in the peak RSS judged
     // above, nor in the RSS growth per stored summary.
     run_waiting(&mut bench, &servers).await?;
@@ -213,10 +264,11 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     bench.print_redis(&memory);
     bench.print_waiting();
     let targets_met = bench.print_targets(&memory);
-    let clean = bench.rows.iter().all(|r| r.result.unexpected == 0 && r.result.failed == 0);
+    let clean = bench.rows.iter().all(|r| r.result.unexpected == 0 && r.result.failed == 0)
+        && bench.elevateai_seen.as_ref().is_some_and(|seen| seen.as_expected);
     if !clean {
         println!(
-            "\nWARNING: some requests failed or got unexpected answers (marked `!` above): the numbers are suspect."
+            "\nWARNING: some requests failed or got unexpected answers (marked `!` above), or the ElevateAI simulator did not see f's requests as expected: the numbers are suspect."
         );
     }
     println!(
@@ -227,11 +279,18 @@ async fn drive(s: &Settings) -> Result<bool, String> {
     Ok(targets_met && clean)
 }
 
-/// Starts the simulator and the gateway, warms the cache hit, then starts the
-/// baseline with the cached bytes and gets a simulator token.
-async fn start_servers(s: &Settings, dir: &Path, records: u64, redis: Option<&RedisServer>) -> Result<Servers, String> {
+/// Starts the simulators and the gateway, declares f's interactions, warms the
+/// cache hit, then starts the baseline with the cached bytes and gets a
+/// simulator token. `(records, interactions)`: the Yeastar call legs to seed and
+/// the ElevateAI interactions to declare.
+async fn start_servers(
+    s: &Settings,
+    dir: &Path,
+    (records, interactions): (u64, u64),
+    redis: Option<&RedisServer>,
+) -> Result<Servers, String> {
     progress(&format!(
-        "starting the simulator ({records} extra call legs), the CommBox simulator, the gateway and the baseline"
+        "starting the simulator ({records} extra call legs), the CommBox simulator, the ElevateAI simulator, the gateway and the baseline"
     ));
     let sim = ServerProcess::spawn(
         "simulator",
@@ -239,9 +298,14 @@ async fn start_servers(s: &Settings, dir: &Path, records: u64, redis: Option<&Re
         &[],
     )?;
     let commbox = ServerProcess::spawn("commbox-sim", &args(&["serve-commbox-sim", "--listen", "127.0.0.1:0"]), &[])?;
+    let elevateai =
+        ServerProcess::spawn("elevateai-sim", &args(&["serve-elevateai-sim", "--listen", "127.0.0.1:0"]), &[])?;
+    progress(&format!("declaring {interactions} chat interactions in the ElevateAI simulator"));
+    let interactions = declare_interactions(elevateai.addr, interactions).await?;
     let config = dir.join("gateway.yaml");
     let store = redis.zip(s.redis_url.as_deref()).map(|(r, url)| (url, r.prefix.as_str()));
-    std::fs::write(&config, gateway_yaml(&sim.url(), &commbox.url(), s, store))
+    let urls = Upstreams { yeastar: &sim.url(), commbox: &commbox.url(), elevateai: &elevateai.url() };
+    std::fs::write(&config, gateway_yaml(&urls, s, store)?)
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut gateway_args = args(&["serve-gateway", "--config"]);
     gateway_args.push(config.into_os_string());
@@ -269,18 +333,20 @@ async fn start_servers(s: &Settings, dir: &Path, records: u64, redis: Option<&Re
     let baseline = ServerProcess::spawn("baseline", &baseline_args, &[])?;
     let token = simulator_token(sim.addr).await?;
     progress(&format!(
-        "gateway {} (pid {}), simulator {} (pid {}), CommBox simulator {} (pid {}), baseline {} (pid {}); cached summary {} bytes",
+        "gateway {} (pid {}), simulator {} (pid {}), CommBox simulator {} (pid {}), ElevateAI simulator {} (pid {}), baseline {} (pid {}); cached summary {} bytes",
         gateway.addr,
         gateway.pid(),
         sim.addr,
         sim.pid(),
         commbox.addr,
         commbox.pid(),
+        elevateai.addr,
+        elevateai.pid(),
         baseline.addr,
         baseline.pid(),
         cached.len()
     ));
-    Ok(Servers { sim, commbox, gateway, baseline, cached, id, token })
+    Ok(Servers { sim, commbox, elevateai, interactions, gateway, baseline, cached, id, token })
 }
 
 /// What the run learned about the Redis store besides the rows (with `--redis-url`).
@@ -412,6 +478,83 @@ async fn run_vendor(bench: &mut Bench<'_>, servers: &Servers, legs: &Legs) -> Re
     bench.add("d3", "simulator direct: getaisummary, new leg", &open, sim_open, &["sim"]);
     bench.add("d4", "gateway: POST, miss → simulator", &open, miss_open, &["gw", "sim"]);
     Ok(())
+}
+
+/// f: ElevateAI summaries, every request a cache miss, through the built-in
+/// adapter (f1) and through the same vendor described in YAML (f2). Both ask
+/// for the same interactions, in alternating rounds (f1 first in even rounds,
+/// f2 first in odd ones), so that both see the same conditions of the machine
+/// and neither always follows the other.
+async fn run_elevateai(bench: &mut Bench<'_>, servers: &Servers, interactions: &Interactions) -> Result<(), String> {
+    let s = bench.s;
+    let (gateway, sim) = (&servers.gateway, &servers.elevateai);
+    let built_in = elevateai_miss_target(gateway.addr, ELEVATEAI_PROVIDER, Arc::clone(&servers.interactions));
+    let declared = elevateai_miss_target(gateway.addr, ELEVATEAI_HTTP_PROVIDER, Arc::clone(&servers.interactions));
+    let both_pids = [gateway.pid(), sim.pid()];
+    let both = Watch { pids: &both_pids, redis: bench.redis };
+    for target in [&built_in, &declared] {
+        load::closed_loop(target, s.connections, Plan::Numbers(interactions.warm.clone()), both).await?;
+    }
+    let (mut f1, mut f2) = (LoadResult::default(), LoadResult::default());
+    for round in 0..s.closed_rounds {
+        let numbers = interactions.round(round, s.closed_rounds);
+        let mut order = [(&built_in, &mut f1), (&declared, &mut f2)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (target, result) in order {
+            result.absorb(load::closed_loop(target, s.connections, Plan::Numbers(numbers.clone()), both).await?);
+        }
+    }
+    let closed = format!("closed c={}", s.connections);
+    bench.add("f1", "gateway: POST, miss → ElevateAI built-in", &closed, f1, &["gw", "sim"]);
+    bench.add("f2", "the same miss, declarative (type: http)", &closed, f2, &["gw", "sim"]);
+    bench.elevateai_seen = Some(elevateai_seen(sim.addr, 2 * interactions.count()).await?);
+    Ok(())
+}
+
+/// What the ElevateAI simulator saw of f: every request of f1 and f2 must have
+/// reached it (a miss is a vendor call, none answered by the gateway alone),
+/// both providers asking in the same language.
+struct ElevateAiSeen {
+    expected: u64,
+    summaries: u64,
+    /// `Accept-Language` values and how many requests sent each.
+    languages: Vec<(String, u64)>,
+    as_expected: bool,
+}
+
+impl ElevateAiSeen {
+    fn describe(&self) -> String {
+        let languages: Vec<String> =
+            self.languages.iter().map(|(l, n)| format!("{} × {:?}", thousands(*n), l)).collect();
+        format!(
+            "the ElevateAI simulator answered {} summary requests for f's {} (warm-up included), Accept-Language {}{}",
+            thousands(self.summaries),
+            thousands(self.expected),
+            languages.join(", "),
+            if self.as_expected { "" } else { " — NOT as expected" }
+        )
+    }
+}
+
+/// `GET /_sim/stats` of the ElevateAI simulator after f: `expected` summary requests, all in one language.
+async fn elevateai_seen(addr: SocketAddr, expected: u64) -> Result<ElevateAiSeen, String> {
+    let request = Request::get("/_sim/stats")
+        .header(HOST, host(addr))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid stats request");
+    let (_, answer) = Conn::open(addr).await?.exchange(request).await?;
+    let stats = serde_json::from_slice::<providers::elevateai::simulator::SimStats>(&answer)
+        .map_err(|e| format!("the ElevateAI simulator's stats: {e}: {}", lossy(&answer)))?;
+    let summaries = stats.requests.get("summary").copied().unwrap_or(0);
+    let mut languages = std::collections::BTreeMap::<String, u64>::new();
+    for language in stats.languages {
+        *languages.entry(language).or_default() += 1;
+    }
+    let languages: Vec<(String, u64)> = languages.into_iter().collect();
+    let as_expected = summaries == expected && languages.len() == 1 && stats.rejected_busy == 0;
+    Ok(ElevateAiSeen { expected, summaries, languages, as_expected })
 }
 
 /// What scenario w measured, besides its row.
@@ -569,6 +712,48 @@ async fn release_held_jobs(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
+/// Declares `count` chat interactions in the ElevateAI simulator with the
+/// vendor's `POST /v1/interactions` (a chat has results at once) over
+/// [`DECLARING_CONNECTIONS`] connections; returns their identifiers.
+async fn declare_interactions(addr: SocketAddr, count: u64) -> Result<Arc<[String]>, String> {
+    let token = HeaderValue::from_str(&ElevateAiSimOptions::default().token)
+        .map_err(|e| format!("the ElevateAI simulator's token is no header value: {e}"))?;
+    let body = Bytes::from_static(br#"{"type":"chat","languageTag":"en-US","vertical":"default"}"#);
+    let connections = u64::try_from(DECLARING_CONNECTIONS).unwrap_or(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..connections {
+        let share = count / connections + u64::from(c < count % connections);
+        let (token, body) = (token.clone(), body.clone());
+        tasks.spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut ids = Vec::new();
+            for _ in 0..share {
+                let request = Request::post(providers::elevateai::simulator::INTERACTIONS_PATH)
+                    .header(HOST, host(addr))
+                    .header(providers::elevateai::simulator::TOKEN_HEADER, token.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(Full::new(body.clone()))
+                    .expect("a valid declaration request");
+                let (parts, answer) = conn.exchange(request).await?;
+                let id = serde_json::from_slice::<Value>(&answer)
+                    .ok()
+                    .filter(|_| parts.status == StatusCode::CREATED)
+                    .and_then(|v| v["interactionIdentifier"].as_str().map(str::to_owned))
+                    .ok_or_else(|| {
+                        format!("the ElevateAI simulator refused a declaration: {} {}", parts.status, lossy(&answer))
+                    })?;
+                ids.push(id);
+            }
+            Ok::<_, String>(ids)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(ids) = tasks.join_next().await {
+        all.extend(ids.map_err(|e| format!("a declaring task failed: {e}"))??);
+    }
+    Ok(all.into())
+}
+
 fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
 }
@@ -581,20 +766,36 @@ fn lossy(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()
 }
 
+/// The base URLs of the vendor simulators the gateway's providers point at.
+struct Upstreams<'a> {
+    yeastar: &'a str,
+    commbox: &'a str,
+    elevateai: &'a str,
+}
+
 /// The gateway's configuration; `store` = (Redis URL, key prefix) with `--redis-url`.
-fn gateway_yaml(sim_url: &str, commbox_url: &str, s: &Settings, store: Option<(&str, &str)>) -> String {
+fn gateway_yaml(urls: &Upstreams<'_>, s: &Settings, store: Option<(&str, &str)>) -> Result<String, String> {
     let sim = SimOptions::default();
     let commbox = providers::commbox::simulator::SimOptions::default();
+    let elevateai = ElevateAiSimOptions::default();
     let concurrency = s.connections.max(s.open_connections).max(256);
     let store = store.map_or_else(String::new, |(url, prefix)| {
         // A JSON string is a YAML double-quoted scalar: any URL stays one value.
         let url = serde_json::to_string(url).unwrap_or_default();
         format!("store:\n  redis_url: {url}\n  key_prefix: {prefix}\n  timeout: 500ms\n  job_lease: 10s\n")
     });
-    format!(
+    let declared = declared_elevateai(urls.elevateai, &elevateai.token, concurrency)?;
+    // The built-in provider gets the same timeouts as the description.
+    let same: String = ["timeout", "queue_timeout"]
+        .iter()
+        .filter_map(|key| declared.get(*key).map(|value| format!("\n    {key}: {value}")))
+        .collect();
+    Ok(format!(
         r"# Written by sg-bench: one key with a limit the load never reaches, one Yeastar
 # provider pointing at the simulator process, one CommBox provider pointing at
-# the CommBox simulator process (scenario w).
+# the CommBox simulator process (scenario w), and ElevateAI twice, pointing at
+# the ElevateAI simulator process (scenario f): built in, and as the declarative
+# provider of config/examples/http-elevateai.yaml (one line of JSON, which is YAML).
 server:
   listen: 127.0.0.1:0
 auth:
@@ -605,7 +806,7 @@ auth:
 providers:
   {PROVIDER}:
     type: yeastar
-    base_url: {sim_url}
+    base_url: {yeastar}
     client_id: {id}
     client_secret: {secret}
     timeout: 10s
@@ -615,11 +816,43 @@ providers:
     base_url: {commbox_url}
     token: {token}
     poll_interval: {COMMBOX_POLL}
+  {ELEVATEAI_PROVIDER}:
+    type: elevateai
+    base_url: {elevateai_url}
+    token: {elevateai_token}{same}
+    max_concurrency: {concurrency}
+  {ELEVATEAI_HTTP_PROVIDER}: {declared}
 {store}",
+        yeastar = urls.yeastar,
         id = sim.client_id,
         secret = sim.client_secret,
+        commbox_url = urls.commbox,
         token = commbox.token,
-    )
+        elevateai_url = urls.elevateai,
+        elevateai_token = elevateai.token,
+    ))
+}
+
+/// The provider `elevateai-http` of config/examples/http-elevateai.yaml, as JSON,
+/// with what a deployment changes: `base_url` (the simulator), the header's
+/// value inline (the simulator's token) instead of `value_env`, and
+/// `max_concurrency` (the built-in provider's; the example's 10 is the real
+/// account's limit, which the simulator does not have here). Every other key —
+/// routes, headers, mappings, id pattern, errors, timeouts — is the example's.
+fn declared_elevateai(url: &str, token: &str, concurrency: usize) -> Result<Value, String> {
+    let file: serde_yaml::Value = serde_yaml::from_str(ELEVATEAI_HTTP_EXAMPLE)
+        .map_err(|e| format!("config/examples/http-elevateai.yaml: {e}"))?;
+    let mut provider = serde_json::to_value(&file["providers"][ELEVATEAI_HTTP_EXAMPLE_NAME])
+        .map_err(|e| format!("config/examples/http-elevateai.yaml: {e}"))?;
+    let header = provider
+        .pointer_mut("/auth/header")
+        .and_then(Value::as_object_mut)
+        .ok_or("config/examples/http-elevateai.yaml: no providers.elevateai-http.auth.header")?;
+    header.remove("value_env");
+    header.insert("value".into(), Value::from(token));
+    provider["base_url"] = Value::from(url);
+    provider["max_concurrency"] = Value::from(concurrency);
+    Ok(provider)
 }
 
 // ---------------------------------------------------------------- requests
@@ -687,6 +920,21 @@ fn gateway_miss_target(addr: SocketAddr) -> Target {
     Target {
         addr,
         make: Arc::new(move |n| json_post(&host, &auth, "/v1/summaries", summary_body(&leg_id(n)))),
+        check: cache_status_is("summary-gateway; fwd=miss"),
+    }
+}
+
+/// f1 and f2: a summary of the `n`-th declared interaction through `provider`,
+/// never asked before through it.
+fn elevateai_miss_target(addr: SocketAddr, provider: &'static str, interactions: Arc<[String]>) -> Target {
+    let (host, auth) = (host(addr), bearer());
+    Target {
+        addr,
+        make: Arc::new(move |n| {
+            let id = usize::try_from(n).ok().and_then(|i| interactions.get(i)).map_or("", String::as_str);
+            let body = format!(r#"{{"provider":"{provider}","kind":"summary","conversation":{{"id":"{id}"}}}}"#);
+            json_post(&host, &auth, "/v1/summaries", Bytes::from(body))
+        }),
         check: cache_status_is("summary-gateway; fwd=miss"),
     }
 }
@@ -764,6 +1012,8 @@ struct Bench<'a> {
     s: &'a Settings,
     ticks: u64,
     rows: Vec<Row>,
+    /// What the ElevateAI simulator saw of f (its `/_sim/stats`).
+    elevateai_seen: Option<ElevateAiSeen>,
     waiting: Option<Waiting>,
     /// With `--redis-url`: the gateway's store, read around its rows.
     redis: Option<&'a RedisServer>,
@@ -794,6 +1044,12 @@ fn print_header(s: &Settings, ticks: u64, records: u64, fds: &FdLimit, redis: Op
         s.seconds.as_secs_f64(),
         s.warmup.as_secs_f64(),
         s.misses
+    );
+    println!(
+        "ElevateAI miss (f1 built-in, f2 declarative): {} interactions through each provider, the same for both, in {} alternating round(s), after {} warm-up ones; declared in the simulator first",
+        s.elevateai_misses,
+        s.closed_rounds,
+        Interactions::plan(s).warm.end,
     );
     println!(
         "open loop: {} req/s over {} connections; baseline and gateway alternate in {} segments each, {:.1} s measured in all ({:.1} s for vendor round trips), {:.2} s warm-up per segment",
@@ -958,6 +1214,22 @@ impl Bench<'_> {
             self.latency("d4", 500) - self.latency("d3", 500),
             self.latency("d4", 990) - self.latency("d3", 990),
             self.cpu("d4", "gw"),
+        );
+        let (built_in, declared) = (self.cpu("f1", "gw"), self.cpu("f2", "gw"));
+        let _ = writeln!(
+            out,
+            "  ElevateAI miss (f2 / f1):  declarative {declared:.1} µs / built-in {built_in:.1} µs of gateway CPU per request = {:.2}× ({:+.1} µs); simulator {:.1} / {:.1} µs",
+            declared / built_in,
+            declared - built_in,
+            self.cpu("f2", "sim"),
+            self.cpu("f1", "sim"),
+        );
+        let _ = writeln!(
+            out,
+            "                             throughput {} req/s declarative vs {} req/s built-in; {}",
+            thousands(self.row("f2").map_or(0, |r| to_u64(r.result.per_second()))),
+            thousands(self.row("f1").map_or(0, |r| to_u64(r.result.per_second()))),
+            self.elevateai_seen.as_ref().map_or_else(|| "—".to_owned(), ElevateAiSeen::describe),
         );
         let _ = writeln!(
             out,
@@ -1279,6 +1551,19 @@ impl Bench<'_> {
                 "(over {:.1} s; it includes the job's own polls of the CommBox simulator, every ~{COMMBOX_POLL})",
                 self.waiting.as_ref().map_or(f64::NAN, |w| w.idle_window.as_secs_f64())
             )),
+            6 => Some(format!(
+                "(ElevateAI summaries, each a cache miss: built-in f1 {:.1} µs, declarative f2 {:.1} µs of gateway CPU per request, {:+.1} µs; the simulator's own {:.1} / {:.1} µs are not in it){}",
+                self.cpu("f1", "gw"),
+                self.cpu("f2", "gw"),
+                self.cpu("f2", "gw") - self.cpu("f1", "gw"),
+                self.cpu("f1", "sim"),
+                self.cpu("f2", "sim"),
+                if self.redis.is_some() {
+                    "\n      (store: redis; the built-in provider also takes the account's fleet-wide concurrency slot in Redis per call, the declarative one does not)"
+                } else {
+                    ""
+                },
+            )),
             _ => None,
         }
     }
@@ -1327,6 +1612,13 @@ impl Bench<'_> {
                 IDLE_CPU_TARGET_MS,
                 "ms",
                 0,
+            ),
+            (
+                "declarative vs built-in: CPU per miss (f2 / f1)",
+                self.cpu("f2", "gw") / self.cpu("f1", "gw"),
+                DECLARED_RATIO_TARGET,
+                "×",
+                2,
             ),
         ];
         println!("\nTargets — store: {}", if self.redis.is_some() { "redis" } else { "memory" });
@@ -1377,6 +1669,19 @@ mod tests {
     }
 
     #[test]
+    fn interaction_rounds_cover_the_measured_ones_once() {
+        let plan = Interactions { warm: 0..320, closed: 320..12_320 };
+        let rounds: Vec<Range<u64>> = (0..4).map(|r| plan.round(r, 4)).collect();
+        assert_eq!(rounds.first().map(|r| r.start), Some(320));
+        assert_eq!(rounds.last().map(|r| r.end), Some(12_320));
+        assert!(rounds.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(plan.round(0, 1), 320..12_320);
+        assert_eq!(plan.count(), 12_320);
+        let odd = Interactions { warm: 0..0, closed: 0..7 };
+        assert_eq!((0..3).map(|r| odd.round(r, 3).end - odd.round(r, 3).start).sum::<u64>(), 7);
+    }
+
+    #[test]
     fn the_bench_config_is_valid() {
         let s = Settings {
             seconds: Duration::from_secs(1),
@@ -1384,6 +1689,7 @@ mod tests {
             open_seconds: Duration::from_secs(1),
             vendor_open_seconds: Duration::from_secs(1),
             misses: 1,
+            elevateai_misses: 1,
             rate: 1000.0,
             vendor_rate: 1000.0,
             connections: 16,
@@ -1395,14 +1701,32 @@ mod tests {
             strict: false,
             redis_url: None,
         };
-        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s, None);
-        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.providers.len(), 2);
+        let urls = Upstreams {
+            yeastar: "http://127.0.0.1:9",
+            commbox: "http://127.0.0.1:10",
+            elevateai: "http://127.0.0.1:11",
+        };
+        let yaml = gateway_yaml(&urls, &s, None).unwrap_or_else(|e| panic!("{e}"));
+        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(config.providers.len(), 4);
         assert!(config.providers.contains_key(COMMBOX_PROVIDER));
         assert!(config.store.redis_url.is_none());
+        let (built_in, declared) = (&config.providers[ELEVATEAI_PROVIDER], &config.providers[ELEVATEAI_HTTP_PROVIDER]);
+        assert_eq!((built_in.vendor.type_name(), declared.vendor.type_name()), ("elevateai", "http"));
+        // The same limits on both: only the adapter differs.
+        assert_eq!(
+            (built_in.common.timeout, built_in.common.queue_timeout, built_in.common.max_concurrency),
+            (declared.common.timeout, declared.common.queue_timeout, declared.common.max_concurrency)
+        );
+        assert_eq!((declared.common.timeout, declared.common.max_concurrency), (Duration::from_secs(10), 256));
+        assert!(crate::servers::ELEVATEAI_SIM_CONCURRENCY > declared.common.max_concurrency);
+        assert!(yaml.contains(r#""value":"demo-elevateai-token""#) && !yaml.contains("value_env"));
+        // The adapters build from it (templates, JSONPaths, the id pattern).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async { summary_gateway::App::new(config) }).unwrap_or_else(|e| panic!("{e}"));
 
         let url = "redis://:p#ss@127.0.0.1:6379/0";
-        let yaml = gateway_yaml("http://127.0.0.1:9", "http://127.0.0.1:10", &s, Some((url, "sgbench-1-0a")));
+        let yaml = gateway_yaml(&urls, &s, Some((url, "sgbench-1-0a"))).unwrap_or_else(|e| panic!("{e}"));
         let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.store.redis_url.as_ref().map(|u| u.expose().as_str()), Some(url));
         assert_eq!(config.store.key_prefix, "sgbench-1-0a");

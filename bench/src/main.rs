@@ -2,9 +2,9 @@
 //! baselines in the same run.
 //!
 //! `cargo run --release -p sg-bench [-- --quick | --seconds N | --strict]` starts
-//! four server processes — a static-answer baseline, the Yeastar simulator, the
-//! CommBox simulator and the real gateway — by re-executing this binary in a
-//! server mode, drives load
+//! five server processes — a static-answer baseline, the Yeastar simulator, the
+//! CommBox simulator, the ElevateAI simulator and the real gateway — by
+//! re-executing this binary in a server mode, drives load
 //! at them from this process, reads their CPU time and memory from `/proc`, and
 //! prints one row per scenario, then the comparisons and the targets. With
 //! `--redis-url` the gateway stores in that Redis, and the Redis server's
@@ -73,6 +73,14 @@ enum Mode {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// The ElevateAI simulator, answering at once (interactions are declared with `POST /v1/interactions`).
+    #[command(name = "serve-elevateai-sim")]
+    ElevateAiSim {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// The real gateway (`App::new` + `summary_gateway::run`) with this configuration.
     #[command(name = "serve-gateway")]
     Gateway {
@@ -108,6 +116,10 @@ struct RunArgs {
     /// Distinct call legs (cache misses) of the closed-loop vendor round trip [default: 20000; --quick: 4000].
     #[arg(long)]
     misses: Option<u64>,
+    /// ElevateAI interactions (cache misses) asked through each of the two ElevateAI providers,
+    /// built-in and declarative, in --closed-rounds alternating rounds [default: 12000; --quick: 2000].
+    #[arg(long)]
+    elevateai_misses: Option<u64>,
     /// Alternating segments of each open-loop comparison (baseline, gateway, baseline, …) [default: 10; --quick: 3].
     #[arg(long)]
     rounds: Option<u32>,
@@ -132,7 +144,7 @@ struct RunArgs {
     /// Worker threads of the load generator (1: it uses at most one core).
     #[arg(long, default_value_t = 1)]
     driver_threads: usize,
-    /// Short runs, about 25 s in all (a full run takes about 95 s).
+    /// Short runs, about 27 s in all (a full run takes about 100 s).
     #[arg(long)]
     quick: bool,
     /// Exit with status 1 if a target is missed or a scenario got unexpected answers.
@@ -165,6 +177,7 @@ impl RunArgs {
             open_seconds: secs("--open-seconds", self.open_seconds, 15.0, 2.5)?,
             vendor_open_seconds: secs("--vendor-open-seconds", self.vendor_open_seconds, 5.0, 1.5)?,
             misses: self.misses.unwrap_or(if self.quick { 4_000 } else { 20_000 }).max(1),
+            elevateai_misses: self.elevateai_misses.unwrap_or(if self.quick { 2_000 } else { 12_000 }).max(1),
             rate: self.rate,
             vendor_rate,
             connections: self.connections.max(1),
@@ -194,6 +207,7 @@ fn main() -> ExitCode {
         }
         Some(Mode::Sim { listen, records, serve }) => servers::serve_sim(listen, records, serve.exit_with_stdin),
         Some(Mode::CommBoxSim { listen, serve }) => servers::serve_commbox_sim(listen, serve.exit_with_stdin),
+        Some(Mode::ElevateAiSim { listen, serve }) => servers::serve_elevateai_sim(listen, serve.exit_with_stdin),
         Some(Mode::Gateway { config, serve }) => servers::serve_gateway(&config, serve.exit_with_stdin),
     }
 }

@@ -18,6 +18,7 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use gateway_config::Config;
 use providers::commbox::simulator::{CommBoxSimulator, SimOptions as CommBoxOptions};
+use providers::elevateai::simulator::{ElevateAiSimulator, SimOptions as ElevateAiOptions};
 use providers::yeastar::simulator::{RecordState, SimOptions, SimRecord, YeastarSimulator, fixture_records};
 use serde_json::Value;
 use summary_gateway::{App, telemetry};
@@ -194,6 +195,35 @@ pub fn serve_commbox_sim(listen: SocketAddr, exit_with_stdin: bool) -> ExitCode 
         let (listener, _) = bind(listen).await?;
         let options = CommBoxOptions { processing: std::time::Duration::ZERO, ..CommBoxOptions::default() };
         let running = CommBoxSimulator::new(options).serve_on(listener).map_err(|e| format!("cannot serve: {e}"))?;
+        announce(running.addr);
+        stop_signal(exit_with_stdin).await;
+        drop(running);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- ElevateAI simulator
+
+/// Gen-AI requests the benchmark's ElevateAI simulator takes at once: more than
+/// the gateway's providers send (their `max_concurrency`), so that it never
+/// answers 429 and no request is retried.
+pub const ELEVATEAI_SIM_CONCURRENCY: usize = 4096;
+
+/// `serve-elevateai-sim`: the ElevateAI simulator (token `demo-elevateai-token`,
+/// its fixtures seeded) answering at once: no latency (its default is 20 ms, which
+/// would make the closed loop measure the simulator's sleep, not the gateway) and
+/// [`ELEVATEAI_SIM_CONCURRENCY`] requests at a time instead of the account's 10.
+/// The driver declares the interactions the scenario asks for through the
+/// vendor's own `POST /v1/interactions`.
+pub fn serve_elevateai_sim(listen: SocketAddr, exit_with_stdin: bool) -> ExitCode {
+    block_on("serve-elevateai-sim", async move {
+        let (listener, _) = bind(listen).await?;
+        let options = ElevateAiOptions {
+            latency: std::time::Duration::ZERO,
+            max_concurrent: ELEVATEAI_SIM_CONCURRENCY,
+            ..ElevateAiOptions::default()
+        };
+        let running = ElevateAiSimulator::new(options).serve_on(listener).map_err(|e| format!("cannot serve: {e}"))?;
         announce(running.addr);
         stop_signal(exit_with_stdin).await;
         drop(running);
