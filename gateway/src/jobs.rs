@@ -172,10 +172,10 @@ impl Summaries {
                 }
                 Ok(Polled::Completed(completed)) => Some(End::Completed(completed)),
                 Ok(Polled::Failed(failure)) => {
-                    Some(End::Failed(failed("provider_failed", failure.message, &failure.vendor)))
+                    Some(End::Failed(SummaryError::from_vendor("provider_failed", failure.message, &failure.vendor)))
                 }
                 Err(ProviderError::NotFound { message, vendor }) => {
-                    Some(End::Failed(failed("provider_error", message, &vendor)))
+                    Some(End::Failed(SummaryError::from_vendor("provider_error", message, &vendor)))
                 }
                 Err(e @ ProviderError::CircuitOpen { .. }) => {
                     // The breaker logged its opening once; a poll it refuses is not news.
@@ -191,7 +191,7 @@ impl Summaries {
             };
             let end = end.or_else(|| {
                 (Instant::now() >= deadline).then(|| {
-                    End::Failed(failed(
+                    End::Failed(SummaryError::from_vendor(
                         "provider_timeout",
                         format!(
                             "the provider did not finish within {}",
@@ -270,16 +270,6 @@ pub fn poll_delay(policy: &JobPolicy, failures: u32) -> Duration {
     };
     let jittered = base.mul_f64(2.0 / 3.0 + fastrand::f64());
     if failures == 0 { jittered } else { jittered.min(policy.poll_backoff_max) }
-}
-
-fn failed(code: &str, message: String, vendor: &VendorDetail) -> SummaryError {
-    SummaryError {
-        code: code.to_owned(),
-        message,
-        provider_status: vendor.status,
-        provider_code: vendor.code.clone(),
-        provider_message: vendor.message.clone(),
-    }
 }
 
 fn failed_resource(

@@ -137,7 +137,9 @@ impl Questions {
         let asked = provider.ask(conversation, &question).await.map_err(|e| ApiError::provider(&name, e))?;
         let resource = match asked {
             Asked::Answered(answer) => resource(Some(answer), None),
-            Asked::Failed(failure) => resource(None, Some(failure_error(&failure.message, &failure.vendor))),
+            Asked::Failed(failure) => {
+                resource(None, Some(SummaryError::from_vendor("provider_failed", failure.message, &failure.vendor)))
+            }
             Asked::LimitReached(vendor) => {
                 tracing::info!(provider = %name, "the vendor refused a question: its allowance is spent");
                 // Asked before, but the ledger forgot it (expired, or asked outside the gateway)?
@@ -196,16 +198,6 @@ fn conversation_ref(id: &str) -> Conversation {
     Conversation { id: Some(id.to_owned()), ..Conversation::default() }
 }
 
-fn failure_error(message: &str, vendor: &VendorDetail) -> SummaryError {
-    SummaryError {
-        code: "provider_failed".into(),
-        message: message.to_owned(),
-        provider_status: vendor.status,
-        provider_code: vendor.code.clone(),
-        provider_message: vendor.message.clone(),
-    }
-}
-
 fn to_resources(provider: &Provider, conversation: &str, asked: Vec<AskedQuestion>) -> Vec<Question> {
     asked
         .into_iter()
@@ -218,8 +210,13 @@ fn to_resources(provider: &Provider, conversation: &str, asked: Vec<AskedQuestio
                 question: q.question,
                 status: if failed { QuestionStatus::Failed } else { QuestionStatus::Answered },
                 answer: q.answer,
-                error: failed
-                    .then(|| failure_error("the vendor could not answer this question", &VendorDetail::default())),
+                error: failed.then(|| {
+                    SummaryError::from_vendor(
+                        "provider_failed",
+                        "the vendor could not answer this question",
+                        &VendorDetail::default(),
+                    )
+                }),
                 created_at: rfc3339(q.asked_at.unwrap_or_else(SystemTime::now)),
             }
         })

@@ -148,6 +148,19 @@ pub struct SummaryError {
     pub provider_message: Option<String>,
 }
 
+impl SummaryError {
+    /// An error of API `code` with what the vendor said (`provider_status`, `_code`, `_message`).
+    pub fn from_vendor(code: &str, message: impl Into<String>, vendor: &crate::error::VendorDetail) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            provider_status: vendor.status,
+            provider_code: vendor.code.clone(),
+            provider_message: vendor.message.clone(),
+        }
+    }
+}
+
 /// The canonical summary resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Summary {
