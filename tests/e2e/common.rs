@@ -579,3 +579,21 @@ impl GatewayProcess {
         self.child.id()
     }
 }
+
+/// Runs `cmd` to its end with its stdout and stderr captured, waiting on the
+/// process itself (no polling). `Err` holds what it printed when it ran past
+/// `deadline` and was killed.
+pub fn run_to_end(cmd: &mut Command, deadline: Duration) -> Result<std::process::Output, std::process::Output> {
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the process");
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    if let Ok(output) = done_rx.recv_timeout(deadline) {
+        return Ok(output.expect("wait for the process"));
+    }
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    Err(done_rx.recv().expect("the waiter ends with the process").expect("wait for the process"))
+}

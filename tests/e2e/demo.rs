@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{binary, client, expect_problem};
+use crate::common::{binary, client, expect_problem, run_to_end};
 use crate::redis_support::{self, TestRedis};
 
 /// The demo's API key (gateway/src/demo.rs).
@@ -114,21 +114,9 @@ async fn the_demo_honours_environment_overrides() {
 /// code and standard error.
 fn demo_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = binary();
-    cmd.args(["demo", "--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait_with_output());
-    });
-    let Ok(output) = done_rx.recv_timeout(Duration::from_secs(20)) else {
-        let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        panic!("the demo kept running with {args:?} {env:?}");
-    };
-    let output = output.unwrap();
+    cmd.args(["demo", "--listen", "127.0.0.1:0"]).args(args).envs(env.iter().copied());
+    let output = run_to_end(&mut cmd, Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the demo kept running with {args:?} {env:?}"));
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 

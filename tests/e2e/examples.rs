@@ -11,14 +11,14 @@
 //! `SG_EXAMPLES_NODE_MODULES`. Missing, the tests fail (they do not skip).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::common::run_to_end;
 use crate::demo::DemoProcess;
 
 /// The demo as the examples need it: loopback callback URLs allowed (the
@@ -89,38 +89,19 @@ impl std::fmt::Display for Run {
 
 /// Runs `cmd` to its end (killed past [`DEADLINE`]), its output captured.
 fn run(mut cmd: Command, demo: &DemoProcess) -> Run {
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the example");
-    // Read its output as it comes (a full pipe would stall it).
-    let mut stdout = child.stdout.take().expect("stdout piped");
-    let mut stderr = child.stderr.take().expect("stderr piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
+    let output = run_to_end(&mut cmd, DEADLINE).unwrap_or_else(|output| {
+        panic!(
+            "the example ran past {DEADLINE:?}:\n{}\n{}\n--- gateway:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            demo.output()
+        )
     });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            break Some(status);
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (out.join().expect("stdout reader"), err.join().expect("stderr reader"));
-    let Some(status) = status else {
-        panic!("the example ran past {DEADLINE:?}:\n{stdout}\n{stderr}\n--- gateway:\n{}", demo.output());
-    };
-    Run { status, stdout, stderr }
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// The flow went as the demo makes it go; `run` is the example's run with the demo's secret.

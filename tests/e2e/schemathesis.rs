@@ -8,13 +8,13 @@
 //! `tests/e2e/schemathesis.toml`. The run is bounded (examples per operation, a
 //! fixed seed, a wall-clock limit) and takes about a minute on two cores.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::run_to_end;
 use crate::demo::{DEMO_KEY, DemoProcess};
 
 /// What scripts/test.sh installs; keep the two in step.
@@ -72,47 +72,26 @@ async fn the_openapi_document_holds_under_schemathesis() {
 
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/schemathesis.toml");
     let report = tempfile::tempdir().unwrap();
-    let mut run = Command::new(&st)
-        .arg("--config-file")
+    let mut run = Command::new(&st);
+    run.arg("--config-file")
         .arg(&config)
         .args(["run", &format!("{}/openapi.json", demo.url())])
         .args(["--checks", "all", "--mode", "all"])
         .args(["--header", &format!("Authorization: Bearer {DEMO_KEY}")])
         .args(["--max-examples", MAX_EXAMPLES, "--seed", "1", "--generation-database", "none"])
         .args(["--workers", "1", "--request-timeout", "20", "--no-color"])
-        .current_dir(report.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start st");
-    // Read its output as it comes (a full pipe would stall it).
-    let mut stdout = run.stdout.take().unwrap();
-    let mut stderr = run.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = run.kill();
-            let _ = run.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let report = format!("{}{}", out.join().unwrap(), err.join().unwrap());
-    let Some(status) = status else {
-        panic!("Schemathesis ran past {DEADLINE:?}:\n{report}\n--- gateway:\n{}", demo.output());
+        .current_dir(report.path());
+    let (status, report) = match run_to_end(&mut run, DEADLINE) {
+        Ok(output) => (
+            output.status,
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        ),
+        Err(output) => panic!(
+            "Schemathesis ran past {DEADLINE:?}:\n{}{}\n--- gateway:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            demo.output()
+        ),
     };
     assert!(status.success(), "Schemathesis found problems ({status}):\n{report}");
     // It ran, and ran everything: not a pass over nothing.
