@@ -124,7 +124,7 @@ impl RedisServer {
         self.query(redis::cmd("MEMORY").arg("USAGE").arg(key))
     }
 
-    /// The summary key of `id` in the gateway's layout (gateway/src/store/redis.rs).
+    /// The summary key of `id` in the gateway's layout (gateway/src/store/redis/mod.rs).
     pub fn summary_key(&self, id: &str) -> String {
         format!("{}:{{{id}}}:summary", self.prefix)
     }

@@ -60,7 +60,7 @@ pub fn router(app: &Arc<App>) -> Router {
                 // 10. Who is calling (401 otherwise).
                 .layer(AuthLayer::new(keys))
                 // 11. Within their limit (429 otherwise); keys on what auth found.
-                .layer(RateLimitLayer::new(Arc::clone(app.summaries.store()))),
+                .layer(RateLimitLayer::new(app.stores.fleet.clone())),
         )
     });
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));

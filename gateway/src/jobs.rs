@@ -4,33 +4,36 @@
 //! [`JobPolicy::poll_interval`] (each wait drawn from [2/3, 5/3] of it: 2–5 s
 //! for the default 3 s), doubling per consecutive vendor error up to
 //! `poll_backoff_max` — and is woken early by a vendor callback
-//! ([`Summaries::nudge`]), which is never trusted by itself: the poll confirms it.
+//! ([`Jobs::nudge`]), which is never trusted by itself: the poll confirms it.
 //! At the job's deadline (`job_timeout`, at most the vendor's 12 h) it fails with
 //! `provider_timeout`.
 //!
-//! Ending a job is one store operation ([`Store::finish_job`]): final resource
+//! Ending a job is one store operation ([`JobStore::finish_job`]): final resource
 //! stored, job removed, webhooks queued. Then this process's waiters are woken
 //! and the webhook worker is told (a shared store also tells the other replicas).
 //!
-//! With a shared store a job is polled by the replica holding its **lease**
+//! With a shared store (a [`Fleet`]) a job is polled by the replica holding its **lease**
 //! (`store.job_lease`, taken when the job is created). The poller renews it every
 //! third of the lease; if renewal finds another holder it stops. Every replica
 //! looks for jobs without a live lease every half lease (jittered) and takes them
 //! over, so a job whose replica died (or shut down, releasing its leases) is
 //! polled again within about 1.5 leases. While the store is unreachable the
 //! poller keeps polling and holds a finished result until the store takes it.
-//!
-//! [`Store::finish_job`]: crate::store::Store::finish_job
+//! Without a fleet the process is the only replica: it polls every job it has.
 
-use std::sync::{Arc, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use providers::{JobPolicy, Polled, Provider, ProviderError, Status, Summary, SummaryError, VendorDetail};
+use gateway_config::Config;
+use providers::{JobPolicy, Polled, Provider, ProviderError, SummaryError, VendorDetail};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::store::Job;
-use crate::summaries::{Summaries, completed_resource, pending_resource, rfc3339, stored};
+use crate::resource::{completed_resource, failed_resource, rfc3339, stored};
+use crate::store::{CallbackTarget, Fleet, Job, JobStore, StoreError, StoredSummary, Stores};
+use crate::waiters::Waiters;
 
 /// How long ending a job is retried while the store fails (then the job is left
 /// to the lease: another replica, or this one, polls and ends it again).
@@ -42,9 +45,74 @@ enum End {
     Failed(SummaryError),
 }
 
-impl Summaries {
+/// The jobs service: pending vendor jobs, polled until they end.
+pub struct Jobs {
+    store: Arc<dyn JobStore>,
+    /// Leases, with a shared store.
+    fleet: Option<Arc<dyn Fleet>>,
+    summary_ttl: Duration,
+    failure_ttl: Duration,
+    /// How long a replica holds a job without renewing its lease (shared store).
+    job_lease: Duration,
+    /// Jobs this process polls, with the handle that makes it poll at once (vendor callbacks).
+    pollers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Woken with a job's final resource.
+    waiters: Arc<Waiters>,
+    /// Wakes the webhook worker when deliveries were queued.
+    outbox_wake: Arc<Notify>,
+    /// Cancelled when pollers must stop (with a shared store, as soon as the
+    /// replica stops accepting: its jobs' leases are released for another).
+    stop: CancellationToken,
+}
+
+impl Jobs {
+    pub fn new(
+        stores: &Stores,
+        waiters: Arc<Waiters>,
+        outbox_wake: Arc<Notify>,
+        stop: CancellationToken,
+        config: &Config,
+    ) -> Self {
+        Self {
+            store: Arc::clone(&stores.jobs),
+            fleet: stores.fleet.clone(),
+            summary_ttl: config.store.summary_ttl,
+            failure_ttl: config.store.failure_ttl,
+            job_lease: config.store.job_lease,
+            pollers: Mutex::new(HashMap::new()),
+            waiters,
+            outbox_wake,
+            stop,
+        }
+    }
+
+    /// Records a job the vendor started, with its pending resource (kept for
+    /// `ttl`), and starts polling it.
+    pub async fn start(
+        self: &Arc<Self>,
+        job: Job,
+        pending: StoredSummary,
+        ttl: Duration,
+        provider: &Arc<Provider>,
+    ) -> Result<(), StoreError> {
+        self.store.create_job(job.clone(), pending, ttl).await?;
+        tracing::info!(summary_id = %job.id, provider = %job.provider, "job started at the vendor");
+        self.spawn_poller(job, Arc::clone(provider));
+        Ok(())
+    }
+
+    /// Adds a caller's callback to a pending job. `false`: it is no longer pending.
+    pub async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError> {
+        self.store.add_callback(id, target).await
+    }
+
+    /// Stops the pollers (with a shared store, another replica takes their jobs).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Polls `job` in a task of its own, unless this process already does.
-    pub fn spawn_poller(self: &Arc<Self>, job: Job, provider: Arc<Provider>) {
+    fn spawn_poller(self: &Arc<Self>, job: Job, provider: Arc<Provider>) {
         let nudge = Arc::new(Notify::new());
         {
             let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -78,7 +146,7 @@ impl Summaries {
 
     /// Jobs in the store that no replica polls, polled by this one from now on:
     /// after a restart, or (shared store) whose replica died.
-    pub async fn resume_jobs(self: &Arc<Self>, providers: &std::collections::BTreeMap<String, Arc<Provider>>) {
+    pub async fn resume(self: &Arc<Self>, providers: &BTreeMap<String, Arc<Provider>>) {
         let jobs = match self.store.unclaimed_jobs().await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -94,7 +162,11 @@ impl Summaries {
                 tracing::warn!(summary_id = %job.id, provider = %job.provider, "a pending job's provider is no longer configured");
                 continue;
             };
-            match self.store.acquire_lease(&job.id).await {
+            let leased = match &self.fleet {
+                Some(fleet) => fleet.acquire_lease(&job.id).await,
+                None => Ok(true),
+            };
+            match leased {
                 Ok(true) => {
                     tracing::info!(summary_id = %job.id, provider = %job.provider, "taking over a pending job");
                     self.spawn_poller(job, Arc::clone(provider));
@@ -105,15 +177,15 @@ impl Summaries {
         }
     }
 
-    /// Every half lease (jittered), [`Self::resume_jobs`] until shutdown: how a
+    /// Every half lease (jittered), [`Self::resume`] until shutdown: how a
     /// replica takes over the jobs of one that died. Shared stores only.
-    pub async fn watch_orphaned_jobs(self: Arc<Self>, providers: std::collections::BTreeMap<String, Arc<Provider>>) {
+    pub async fn watch_orphaned(self: Arc<Self>, providers: BTreeMap<String, Arc<Provider>>) {
         loop {
-            self.resume_jobs(&providers).await;
+            self.resume(&providers).await;
             let every = (self.job_lease / 2).mul_f64(0.75 + 0.5 * fastrand::f64());
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = self.jobs_stop.cancelled() => return,
+                () = self.stop.cancelled() => return,
             }
         }
     }
@@ -143,15 +215,19 @@ impl Summaries {
                         tracing::debug!(summary_id = %job.id, "vendor callback: polling now");
                         break;
                     }
-                    () = self.jobs_stop.cancelled() => {
+                    () = self.stop.cancelled() => {
                         // Hand the job over: another replica takes it at once.
-                        let _ = self.store.release_lease(&job.id).await;
+                        if let Some(fleet) = &self.fleet {
+                            let _ = fleet.release_lease(&job.id).await;
+                        }
                         return;
                     }
                 }
-                if Instant::now() >= renew_at {
+                if let Some(fleet) = &self.fleet
+                    && Instant::now() >= renew_at
+                {
                     renew_at = Instant::now() + renew_every;
-                    match self.store.renew_lease(&job.id).await {
+                    match fleet.renew_lease(&job.id).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::info!(summary_id = %job.id, "the job's lease is another replica's now (or the job ended); not polling it here");
@@ -221,9 +297,10 @@ impl Summaries {
                 r.updated_at = rfc3339(now);
                 (r, self.summary_ttl)
             }
-            End::Failed(error) => {
-                (failed_resource(&job.id, provider, job, error, now, self.failure_ttl), self.failure_ttl)
-            }
+            End::Failed(error) => (
+                failed_resource(&job.id, provider, &job.request, created, error, now, self.failure_ttl),
+                self.failure_ttl,
+            ),
         };
         let name: Arc<str> = Arc::from(provider.name());
         let Ok(stored) = stored(&name, &resource) else {
@@ -240,7 +317,7 @@ impl Summaries {
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         // The job stays pending in the store; whoever takes its lease ends it.
-                        () = self.jobs_stop.cancelled() => return,
+                        () = self.stop.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -270,23 +347,6 @@ pub fn poll_delay(policy: &JobPolicy, failures: u32) -> Duration {
     };
     let jittered = base.mul_f64(2.0 / 3.0 + fastrand::f64());
     if failures == 0 { jittered } else { jittered.min(policy.poll_backoff_max) }
-}
-
-fn failed_resource(
-    id: &str,
-    provider: &Provider,
-    job: &Job,
-    error: SummaryError,
-    now: SystemTime,
-    ttl: Duration,
-) -> Summary {
-    let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
-    let mut r = pending_resource(id, provider, &job.request, created);
-    r.status = Status::Failed;
-    r.updated_at = rfc3339(now);
-    r.expires_at = Some(rfc3339(now + ttl));
-    r.error = Some(error);
-    r
 }
 
 /// The tokio instant of a wall-clock time in ms since the epoch (now if past).

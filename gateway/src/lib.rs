@@ -6,14 +6,16 @@
 //! - [`app`]: the router with its middleware stack, assembled and commented in one place.
 //! - [`middleware`]: the gateway's own layers (redaction, auth, rate limit, problem+json, span).
 //! - [`api`]: handlers and the OpenAPI document generated with them.
-//! - [`summaries`]: ids, store-then-vendor with single flight, resource assembly, waiting.
+//! - [`summaries`]: ids, store-then-vendor with single flight, waiting.
+//! - [`resource`]: the summary resource built from a vendor's result, serialized once.
 //! - [`questions`]: questions about a conversation, answered once and kept (vendor allowance).
 //! - [`server`]: client connections: the cap, header-read and idle deadlines, protocol errors.
-//! - [`single_flight`]: one piece of work per key in this process, joined by identical requests.
-//! - [`jobs`]: polling asynchronous vendor jobs in the background until they end.
+//! - [`single_flight`]: one piece of work per key, in the process and across the fleet.
+//! - [`jobs`]: the jobs service: asynchronous vendor jobs, polled in the background until they end.
 //! - [`waiters`]: long-polls woken by a job's end.
 //! - [`webhooks`]: signed deliveries to callers' `callback_url`s from the outbox.
-//! - [`store`]: the `Store` trait and the embedded in-memory store.
+//! - [`store`]: the store cut along its roles (summaries, jobs, outbox, ledgers, health; the
+//!   fleet's coordination only when shared): the embedded store and Redis.
 //! - [`error`]: typed errors → RFC 9457 problem+json.
 //! - [`callback`]: SSRF checks of callers' callback URLs.
 //! - [`demo`]: the gateway with in-process vendor simulators.
@@ -32,6 +34,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod questions;
+pub mod resource;
 pub mod server;
 pub mod single_flight;
 pub mod state;

@@ -216,9 +216,9 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr, &str) -> Str
         }
     };
     let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%addr, providers = app.providers.len(), store = app.summaries.store().kind(), "listening");
+    tracing::info!(%addr, providers = app.providers.len(), store = app.stores.health.kind(), "listening");
     if let Some(banner) = banner {
-        println!("{}", banner(addr, app.summaries.store().kind()));
+        println!("{}", banner(addr, app.stores.health.kind()));
     }
     match run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,20 +27,17 @@ use providers::{Asked, AskedQuestion, Conversation, Provider, Question, Question
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, RequestError};
-use crate::single_flight::SingleFlight;
-use crate::store::{FlightClaim, QuestionLedger, Store};
-use crate::summaries::{CacheStatus, rfc3339};
+use crate::resource::rfc3339;
+use crate::single_flight::{FlightWork, Flights};
+use crate::store::{QuestionLedger, QuestionLedgers, StoreError, StoredSummary, Stores};
+use crate::summaries::CacheStatus;
 use crate::waiters::Waiters;
 
 /// The question service shared by the handlers.
 pub struct Questions {
-    store: Arc<dyn Store>,
+    store: Arc<dyn QuestionLedgers>,
     ttl: Duration,
-    flights: SingleFlight<Question>,
-    /// Ends of other replicas' flights (shared with the summaries, which receive the events).
-    flight_ends: Arc<Waiters<()>>,
-    /// How long a question's flight claim lasts.
-    flight_ttl: Duration,
+    flights: Flights<Question>,
 }
 
 /// The text a question is recognised by: whitespace collapsed, case folded.
@@ -60,8 +57,13 @@ pub fn question_id(provider: &str, conversation: &str, question: &str) -> String
 }
 
 impl Questions {
-    pub fn new(store: Arc<dyn Store>, ttl: Duration, flight_ends: Arc<Waiters<()>>, flight_ttl: Duration) -> Self {
-        Self { store, ttl, flights: SingleFlight::default(), flight_ends, flight_ttl }
+    /// `flight_ends`: the ends of other replicas' flights (fed by the store's events).
+    pub fn new(stores: &Stores, ttl: Duration, flight_ends: Arc<Waiters<()>>, flight_ttl: Duration) -> Self {
+        Self {
+            store: Arc::clone(&stores.ledgers),
+            ttl,
+            flights: Flights::new(stores.fleet.clone(), flight_ends, flight_ttl),
+        }
     }
 
     /// Answers a question: from the ledger if it was asked before, else from the
@@ -84,35 +86,14 @@ impl Questions {
         if answered(&ledger) >= allowance {
             return Err(limit_reached(provider.name(), allowance));
         }
-        let (this, provider, conversation) = (Arc::clone(self), Arc::clone(provider), conversation.to_owned());
-        let key = id.clone();
-        let asked = crate::metrics::vendor_wait(self.flights.run(&key, move || async move {
-            loop {
-                // Subscribe before claiming, so another replica's end in between is not missed.
-                let mut ended = this.flight_ends.subscribe(&id);
-                // An identical question's flight may have ended between our read and
-                // this one starting: look again before spending the allowance.
-                let ledger = this.store.question_ledger(provider.name(), &conversation).await?.unwrap_or_default();
-                if let Some(known) =
-                    ledger.questions.into_iter().find(|q| q.id == id && q.status == QuestionStatus::Answered)
-                {
-                    return Ok(known);
-                }
-                match this.store.claim_flight(&id, this.flight_ttl).await? {
-                    FlightClaim::Held(left) => {
-                        let _ = tokio::time::timeout(left, ended.published()).await;
-                    }
-                    FlightClaim::Won | FlightClaim::Stored(_) => {
-                        drop(ended);
-                        let asked = this.ask_vendor(&provider, &conversation, question, id.clone()).await;
-                        if let Err(e) = this.store.end_flight(&id).await {
-                            tracing::warn!(question_id = %id, error = %e, "could not end a question's flight in the store");
-                        }
-                        return asked;
-                    }
-                }
-            }
-        }));
+        let work = QuestionFlight {
+            questions: Arc::clone(self),
+            provider: Arc::clone(provider),
+            conversation: conversation.to_owned(),
+            question,
+            id: id.clone(),
+        };
+        let asked = crate::metrics::vendor_wait(self.flights.run(&id, work));
         Ok((asked.await?, CacheStatus::Miss))
     }
 
@@ -187,6 +168,41 @@ impl Questions {
         if let Err(e) = self.store.merge_questions(provider, conversation, questions, self.ttl).await {
             tracing::warn!(provider, error = %e, "could not record a question in the store");
         }
+    }
+}
+
+/// A question to the vendor, asked once for the fleet.
+struct QuestionFlight {
+    questions: Arc<Questions>,
+    provider: Arc<Provider>,
+    conversation: String,
+    question: String,
+    id: String,
+}
+
+impl FlightWork for QuestionFlight {
+    type Output = Question;
+
+    async fn look(&self) -> Result<Option<Question>, ApiError> {
+        // An identical question's flight may have ended between our read and
+        // this one starting: look again before spending the allowance.
+        let ledger = self.questions.store.question_ledger(self.provider.name(), &self.conversation).await?;
+        Ok(ledger
+            .and_then(|l| l.questions.into_iter().find(|q| q.id == self.id && q.status == QuestionStatus::Answered)))
+    }
+
+    fn stored(&self, _: StoredSummary) -> Option<Question> {
+        // Question ids are never summary ids: nothing to take from it.
+        None
+    }
+
+    async fn run(self) -> Result<Question, ApiError> {
+        self.questions.ask_vendor(&self.provider, &self.conversation, self.question, self.id).await
+    }
+
+    fn without_fleet(&self, error: StoreError) -> Result<(), ApiError> {
+        // Without the ledger's single flight, a burst could spend the allowance several times.
+        Err(error.into())
     }
 }
 

@@ -7,14 +7,17 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gateway_config::Config;
-use providers::Provider;
+use providers::{Provider, Status};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::Jobs;
 use crate::middleware::auth::Keys;
 use crate::middleware::drain::Draining;
 use crate::questions::Questions;
-use crate::store::{MemoryStore, RedisStore, Store};
-use crate::summaries::Summaries;
+use crate::store::{StoreEvent, Stores};
+use crate::summaries::{Summaries, flight_ttl};
+use crate::waiters::Waiters;
 use crate::webhooks::Webhooks;
 
 /// How often a draining replica looks whether its background work is done.
@@ -25,7 +28,11 @@ pub struct App {
     pub config: Config,
     /// Provider name → provider.
     pub providers: BTreeMap<String, Arc<Provider>>,
+    /// The store, by role; [`Stores::fleet`] only when other replicas share it.
+    pub stores: Stores,
     pub summaries: Arc<Summaries>,
+    /// Pending vendor jobs and their pollers.
+    pub jobs: Arc<Jobs>,
     /// Questions about conversations and their ledger.
     pub questions: Arc<Questions>,
     /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
@@ -33,6 +40,12 @@ pub struct App {
     pub keys: Arc<Keys>,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: Draining,
+    /// Ends of other replicas' flights (summaries' and questions'), fed by the store's events.
+    flight_ends: Arc<Waiters<()>>,
+    /// Cancelled when the process stops: everything in the background ends.
+    shutdown: CancellationToken,
+    /// Cancelled at SIGTERM: long-polls answer with the current state at once.
+    waits_end: CancellationToken,
     /// Stops the webhook worker claiming deliveries (see [`Self::finish_background`]).
     webhooks_stop: CancellationToken,
     /// `/openapi.json`, serialized once when the router is built.
@@ -59,40 +72,53 @@ impl App {
         // The metrics recorder, once per process, before anything records.
         crate::metrics::handle();
         let replica = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let (store, shared): (Arc<dyn Store>, Option<Arc<dyn providers::SharedState>>) =
-            if config.store.redis_url.is_some() {
-                let redis = Arc::new(RedisStore::new(&config.store, &replica).map_err(InitError::Store)?);
-                (Arc::clone(&redis) as Arc<dyn Store>, Some(redis as Arc<dyn providers::SharedState>))
-            } else {
-                (Arc::new(MemoryStore::new(config.store.max_bytes)), None)
-            };
+        let stores = Stores::from_config(&config.store, &replica).map_err(InitError::Store)?;
         // One budget for every provider: it bounds what the process holds.
         let budget = providers::outbound::AnswerBudget::new(config.server.vendor_buffer_bytes.get());
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let built = Provider::from_config_shared(provider, shared.clone(), &budget)
+            let built = Provider::from_config_shared(provider, stores.vendor_state.clone(), &budget)
                 .map_err(|e| InitError::Provider(name.clone(), e))?;
             providers.insert(name.clone(), Arc::new(built));
         }
-        let summaries = Arc::new(Summaries::new(Arc::clone(&store), &config));
-        let webhooks =
-            Webhooks::new(&config, store, Arc::clone(&summaries.outbox_wake)).map_err(InitError::Webhooks)?;
+        let shutdown = CancellationToken::new();
+        let (waiters, flight_ends, outbox_wake) =
+            (Arc::new(Waiters::default()), Arc::default(), Arc::new(Notify::new()));
+        let jobs = Arc::new(Jobs::new(
+            &stores,
+            Arc::clone(&waiters),
+            Arc::clone(&outbox_wake),
+            shutdown.child_token(),
+            &config,
+        ));
+        let waits_end = shutdown.child_token();
+        let summaries = Arc::new(Summaries::new(
+            &stores,
+            Arc::clone(&jobs),
+            waiters,
+            Arc::clone(&flight_ends),
+            waits_end.clone(),
+            &config,
+        ));
+        let questions =
+            Questions::new(&stores, config.store.question_ttl, Arc::clone(&flight_ends), flight_ttl(&config));
+        let webhooks = Webhooks::new(&config, Arc::clone(&stores.outbox), outbox_wake).map_err(InitError::Webhooks)?;
         Ok(Arc::new(Self {
-            questions: Arc::new(Questions::new(
-                Arc::clone(summaries.store()),
-                config.store.question_ttl,
-                Arc::clone(&summaries.flight_ends),
-                summaries.flight_ttl,
-            )),
+            questions: Arc::new(questions),
             webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),
             providers,
+            stores,
+            summaries,
+            jobs,
             draining: Draining::default(),
-            webhooks_stop: summaries.shutdown.child_token(),
+            flight_ends,
+            webhooks_stop: shutdown.child_token(),
+            waits_end,
+            shutdown,
             openapi: OnceLock::new(),
             replica,
             config,
-            summaries,
         }))
     }
 
@@ -104,25 +130,53 @@ impl App {
     /// store holds from before (a shared store). Stops on [`Self::stop_background`].
     pub fn start_background(self: &Arc<Self>) {
         crate::metrics::spawn_upkeep();
-        let shutdown = self.summaries.shutdown.clone();
         tokio::spawn(Arc::clone(&self.webhooks).run(self.webhooks_stop.clone()));
-        let store = self.summaries.store();
-        if store.shared() {
+        if let Some(fleet) = &self.stores.fleet {
             tracing::info!(replica = %self.replica, "shared store: coordinating with other replicas");
             // Weak: the subscription must not keep the app alive after it stops.
-            let summaries = Arc::downgrade(&self.summaries);
-            store.subscribe(
+            let app = Arc::downgrade(self);
+            fleet.subscribe(
                 Arc::new(move |event| {
-                    if let Some(summaries) = summaries.upgrade() {
-                        summaries.on_event(event);
+                    if let Some(app) = app.upgrade() {
+                        app.on_event(event);
                     }
                 }),
-                shutdown,
+                self.shutdown.clone(),
             );
-            tokio::spawn(Arc::clone(&self.summaries).watch_orphaned_jobs(self.providers.clone()));
+            tokio::spawn(Arc::clone(&self.jobs).watch_orphaned(self.providers.clone()));
         } else {
             let app = Arc::clone(self);
-            tokio::spawn(async move { app.summaries.resume_jobs(&app.providers).await });
+            tokio::spawn(async move { app.jobs.resume(&app.providers).await });
+        }
+    }
+
+    /// An event from another replica (shared store).
+    fn on_event(self: &Arc<Self>, event: StoreEvent) {
+        match event {
+            StoreEvent::Final { id, summary } => {
+                self.summaries.waiters.publish(&id, &summary);
+                self.flight_ends.publish(&id, &());
+            }
+            StoreEvent::FlightEnded { id } => self.flight_ends.publish(&id, &()),
+            StoreEvent::Nudge { id } => {
+                self.jobs.nudge(&id);
+            }
+            StoreEvent::Resync => {
+                // Events may have been missed: followers claim again, waiters read the store again.
+                for id in self.flight_ends.ids() {
+                    self.flight_ends.publish(&id, &());
+                }
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    for id in this.summaries.waiters.ids() {
+                        if let Ok(Some(now)) = this.stores.summaries.get_summary(&id).await
+                            && now.status != Status::Pending
+                        {
+                            this.summaries.waiters.publish(&id, &now);
+                        }
+                    }
+                });
+            }
         }
     }
 
@@ -131,7 +185,7 @@ impl App {
     pub fn begin_drain(&self) {
         self.draining.begin();
         metrics::gauge!(crate::metrics::DRAINING).set(1.0);
-        self.summaries.waits_end.cancel();
+        self.waits_end.cancel();
     }
 
     /// Drain, step 2 (no longer accepting): with a shared store, background
@@ -139,8 +193,8 @@ impl App {
     /// takes them at its next scan) and the webhook worker claims no more
     /// deliveries. With the embedded store nobody else could take it: it goes on.
     pub fn hand_over_background(&self) {
-        if self.summaries.store().shared() {
-            self.summaries.jobs_stop.cancel();
+        if self.stores.shared() {
+            self.jobs.stop();
             self.webhooks_stop.cancel();
         }
     }
@@ -151,9 +205,9 @@ impl App {
     /// everything in the background.
     pub async fn finish_background(&self, deadline: tokio::time::Instant) {
         self.hand_over_background();
-        let shared = self.summaries.store().shared();
+        let shared = self.stores.shared();
         loop {
-            let jobs = if shared { 0 } else { self.summaries.polling() };
+            let jobs = if shared { 0 } else { self.jobs.polling() };
             let deliveries = self.webhooks.busy(!shared).await;
             if jobs == 0 && !deliveries {
                 break;
@@ -174,6 +228,6 @@ impl App {
     /// Stops everything in the background at once: pollers, the webhook worker,
     /// the store's subscription, and answers long-polls with the current state.
     pub fn stop_background(&self) {
-        self.summaries.shutdown.cancel();
+        self.shutdown.cancel();
     }
 }

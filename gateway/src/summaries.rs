@@ -12,21 +12,21 @@
 //! conversation), so the same request maps to the same id on any replica and
 //! `GET /v1/summaries/{id}` needs no lookup table.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use gateway_config::Config;
-use providers::{Completed, Provider, Started, Status, Summary, SummaryRequest};
+use providers::time::unix_ms;
+use providers::{Provider, Started, Status, SummaryRequest};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::error::ApiError;
-use crate::single_flight::SingleFlight;
-use crate::store::{CallbackTarget, FlightClaim, Job, Store, StoreEvent, StoredSummary, unix_ms};
+use crate::jobs::Jobs;
+use crate::resource::{completed_resource, pending_resource, stored};
+use crate::single_flight::{FlightWork, Flights};
+use crate::store::{CallbackTarget, Job, StoreError, StoredSummary, Stores, SummaryStore};
 use crate::waiters::Waiters;
 
 /// Whether an answer came from the store (`Cache-Status: summary-gateway; hit`).
@@ -40,33 +40,23 @@ pub enum CacheStatus {
 /// job whose poller vanished is eventually forgotten rather than pending forever.
 const PENDING_GRACE: Duration = Duration::from_secs(10 * 60);
 
-/// The summary service shared by all handlers and background tasks.
+/// The summary service shared by all handlers.
 pub struct Summaries {
-    pub(crate) store: Arc<dyn Store>,
-    flights: SingleFlight<StoredSummary>,
-    pub(crate) summary_ttl: Duration,
-    pub(crate) failure_ttl: Duration,
-    /// Requests waiting for a pending summary.
-    pub waiters: Waiters,
-    /// Flights of other replicas this one waits on (shared store): summaries' and questions'.
-    pub(crate) flight_ends: Arc<Waiters<()>>,
-    /// How long a flight claim lasts: no vendor call outlives a request.
-    pub(crate) flight_ttl: Duration,
-    /// How long a replica holds a job without renewing its lease (shared store).
-    pub(crate) job_lease: Duration,
-    /// Jobs this process polls, with the handle that makes it poll at once (vendor callbacks).
-    pub(crate) pollers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Wakes the webhook worker when deliveries were queued.
-    pub(crate) outbox_wake: Arc<Notify>,
+    store: Arc<dyn SummaryStore>,
+    /// Where asynchronous summaries go on.
+    jobs: Arc<Jobs>,
+    flights: Flights<StoredSummary>,
+    /// Whether a flight reads the store before it calls the vendor (without a
+    /// fleet; with one, the flight's claim reads it).
+    flight_looks: bool,
+    summary_ttl: Duration,
+    /// Requests waiting for a pending summary (woken by the job's end, here or
+    /// on another replica).
+    pub waiters: Arc<Waiters>,
     /// `server.public_url`, for vendor callback URLs.
     public_url: Option<Url>,
-    /// Cancelled when the process stops: everything in the background ends.
-    pub(crate) shutdown: CancellationToken,
-    /// Cancelled when pollers must stop (with a shared store, as soon as the
-    /// replica stops accepting: its jobs' leases are released for another).
-    pub(crate) jobs_stop: CancellationToken,
     /// Cancelled at SIGTERM: long-polls answer with the current state at once.
-    pub(crate) waits_end: CancellationToken,
+    waits_end: CancellationToken,
 }
 
 /// `sum_` + 32 hex digits of SHA-256 over the request's identity. Each field is
@@ -108,28 +98,26 @@ pub fn is_summary_id(s: &str) -> bool {
 }
 
 impl Summaries {
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
-        let shutdown = CancellationToken::new();
+    /// `flight_ends`: the ends of other replicas' flights (fed by the store's
+    /// events); `waits_end`: cancelled when long-polls must answer at once.
+    pub fn new(
+        stores: &Stores,
+        jobs: Arc<Jobs>,
+        waiters: Arc<Waiters>,
+        flight_ends: Arc<Waiters<()>>,
+        waits_end: CancellationToken,
+        config: &Config,
+    ) -> Self {
         Self {
-            store,
-            flights: SingleFlight::default(),
+            store: Arc::clone(&stores.summaries),
+            jobs,
+            flights: Flights::new(stores.fleet.clone(), flight_ends, flight_ttl(config)),
+            flight_looks: stores.fleet.is_none(),
             summary_ttl: config.store.summary_ttl,
-            failure_ttl: config.store.failure_ttl,
-            waiters: Waiters::default(),
-            flight_ends: Arc::default(),
-            flight_ttl: config.server.request_timeout + Duration::from_secs(5),
-            job_lease: config.store.job_lease,
-            pollers: Mutex::new(HashMap::new()),
-            outbox_wake: Arc::new(Notify::new()),
+            waiters,
             public_url: config.server.public_url.clone(),
-            jobs_stop: shutdown.child_token(),
-            waits_end: shutdown.child_token(),
-            shutdown,
+            waits_end,
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// A stored summary by id.
@@ -158,7 +146,7 @@ impl Summaries {
         };
         if stored.status == Status::Pending
             && let Some(target) = callback
-            && !self.store.add_callback(id, target).await?
+            && !self.jobs.add_callback(id, target).await?
         {
             // The job ended between our read and the registration: the final
             // summary is in the store, and this caller gets it in the response.
@@ -194,84 +182,16 @@ impl Summaries {
         Ok(self.store.get_summary(id).await.ok().flatten().unwrap_or(current))
     }
 
-    /// One vendor start per id in this process; the others join it.
+    /// One vendor start per id in the fleet; the others join it.
     async fn flight(
         self: &Arc<Self>,
         id: &str,
         provider: &Arc<Provider>,
         req: SummaryRequest,
     ) -> Result<StoredSummary, ApiError> {
-        let (this, provider, owned_id) = (Arc::clone(self), Arc::clone(provider), id.to_owned());
-        self.flights.run(id, move || async move { this.fleet_flight(&owned_id, &provider, req).await }).await
-    }
-
-    /// One vendor start per id in the fleet: claim the flight in the store (which
-    /// also answers if another flight stored the summary since our miss), else
-    /// wait for the replica that has it and look again.
-    async fn fleet_flight(
-        self: &Arc<Self>,
-        id: &str,
-        provider: &Arc<Provider>,
-        req: SummaryRequest,
-    ) -> Result<StoredSummary, ApiError> {
-        loop {
-            // Subscribe before claiming, so an end between the two is not missed.
-            let mut ended = self.flight_ends.subscribe(id);
-            match self.store.claim_flight(id, self.flight_ttl).await {
-                Ok(FlightClaim::Stored(hit)) => return Ok(hit),
-                Ok(FlightClaim::Won) => {
-                    drop(ended);
-                    let result = self.start(id, provider, req).await;
-                    if let Err(e) = self.store.end_flight(id).await {
-                        // Followers wait for the claim to expire instead.
-                        tracing::debug!(summary_id = id, error = %e, "could not end a flight in the store");
-                    }
-                    return result;
-                }
-                Ok(FlightClaim::Held(left)) => {
-                    tracing::debug!(summary_id = id, "another replica is calling the vendor; waiting for it");
-                    let _ = tokio::time::timeout(left, ended.published()).await;
-                }
-                Err(e) if provider.job_policy().is_some() => {
-                    // A job could not be kept: refuse before starting one at the vendor.
-                    return Err(e.into());
-                }
-                Err(e) => {
-                    tracing::debug!(summary_id = id, error = %e, "store unavailable: calling the vendor without the fleet's single flight");
-                    return self.start(id, provider, req).await;
-                }
-            }
-        }
-    }
-
-    /// An event from another replica (shared store).
-    pub fn on_event(self: &Arc<Self>, event: StoreEvent) {
-        match event {
-            StoreEvent::Final { id, summary } => {
-                self.waiters.publish(&id, &summary);
-                self.flight_ends.publish(&id, &());
-            }
-            StoreEvent::FlightEnded { id } => self.flight_ends.publish(&id, &()),
-            StoreEvent::Nudge { id } => {
-                self.nudge(&id);
-            }
-            StoreEvent::Resync => {
-                // Events may have been missed: followers claim again, waiters read the store again.
-                for id in self.flight_ends.ids() {
-                    self.flight_ends.publish(&id, &());
-                }
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    for id in this.waiters.ids() {
-                        if let Ok(Some(now)) = this.store.get_summary(&id).await
-                            && now.status != Status::Pending
-                        {
-                            this.waiters.publish(&id, &now);
-                        }
-                    }
-                });
-            }
-        }
+        let work =
+            SummaryFlight { summaries: Arc::clone(self), provider: Arc::clone(provider), id: id.to_owned(), req };
+        self.flights.run(id, work).await
     }
 
     /// Starts the summary at the vendor: stores a synchronous result, or records
@@ -312,9 +232,7 @@ impl Summaries {
                     deadline_ms: unix_ms(now + policy.job_timeout),
                     callbacks: Vec::new(),
                 };
-                self.store.create_job(job.clone(), stored.clone(), policy.job_timeout + PENDING_GRACE).await?;
-                tracing::info!(summary_id = id, provider = %name, "job started at the vendor");
-                self.spawn_poller(job, Arc::clone(provider));
+                self.jobs.start(job, stored.clone(), policy.job_timeout + PENDING_GRACE, provider).await?;
                 Ok(stored)
             }
         }
@@ -332,68 +250,47 @@ impl Summaries {
     }
 }
 
-/// A resource serialized once, for the store and every answer.
-pub(crate) fn stored(provider: &Arc<str>, resource: &Summary) -> Result<StoredSummary, ApiError> {
-    let mut json = serde_json::to_vec(resource).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // Kept for hours in the store: do not keep the serializer's spare capacity too.
-    json.shrink_to_fit();
-    Ok(StoredSummary { provider: Arc::clone(provider), status: resource.status, body: Bytes::from(json) })
+/// How long a flight claim lasts: no vendor call outlives a request.
+pub fn flight_ttl(config: &Config) -> Duration {
+    config.server.request_timeout + Duration::from_secs(5)
 }
 
-/// The resource of a job still running at the vendor.
-pub fn pending_resource(id: &str, provider: &Provider, req: &SummaryRequest, now: SystemTime) -> Summary {
-    Summary {
-        id: id.to_owned(),
-        status: Status::Pending,
-        provider: provider.name().to_owned(),
-        provider_type: provider.type_name().to_owned(),
-        kind: req.kind,
-        language: req.language.clone(),
-        conversation: req.conversation.clone(),
-        content: None,
-        data: None,
-        participants: Vec::new(),
-        provider_ref: None,
-        created_at: rfc3339(now),
-        updated_at: rfc3339(now),
-        expires_at: None,
-        error: None,
+/// A summary's vendor start, run once for the fleet.
+struct SummaryFlight {
+    summaries: Arc<Summaries>,
+    provider: Arc<Provider>,
+    id: String,
+    req: SummaryRequest,
+}
+
+impl FlightWork for SummaryFlight {
+    type Output = StoredSummary;
+
+    async fn look(&self) -> Result<Option<StoredSummary>, ApiError> {
+        // Another flight may have stored it since our miss. (With a fleet the
+        // claim reads it, in the same round trip.) A failing store is bypassed.
+        if !self.summaries.flight_looks {
+            return Ok(None);
+        }
+        Ok(self.summaries.store.get_summary(&self.id).await.ok().flatten())
     }
-}
 
-/// The canonical resource of a completed vendor result.
-pub fn completed_resource(
-    id: &str,
-    provider: &Provider,
-    req: &SummaryRequest,
-    completed: Completed,
-    now: SystemTime,
-    ttl: Duration,
-) -> Summary {
-    let created = completed.created_at.unwrap_or(now);
-    let updated = completed.updated_at.unwrap_or(created);
-    Summary {
-        id: id.to_owned(),
-        status: Status::Completed,
-        provider: provider.name().to_owned(),
-        provider_type: provider.type_name().to_owned(),
-        kind: req.kind,
-        language: req.language.clone(),
-        conversation: req.conversation.clone(),
-        content: Some(completed.content),
-        data: completed.data,
-        participants: completed.participants,
-        provider_ref: completed.provider_ref,
-        created_at: rfc3339(created),
-        updated_at: rfc3339(updated),
-        expires_at: Some(rfc3339(now + ttl)),
-        error: None,
+    fn stored(&self, summary: StoredSummary) -> Option<StoredSummary> {
+        Some(summary)
     }
-}
 
-/// RFC 3339 with seconds, UTC (`2026-05-13T14:33:44Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    async fn run(self) -> Result<StoredSummary, ApiError> {
+        self.summaries.start(&self.id, &self.provider, self.req).await
+    }
+
+    fn without_fleet(&self, error: StoreError) -> Result<(), ApiError> {
+        if self.provider.job_policy().is_some() {
+            // A job could not be kept: refuse before starting one at the vendor.
+            return Err(error.into());
+        }
+        tracing::debug!(summary_id = %self.id, error = %error, "store unavailable: calling the vendor without the fleet's single flight");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

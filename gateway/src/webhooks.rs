@@ -33,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use url::{Host, Url};
 
 use crate::callback::is_public;
-use crate::store::{Delivery, Store, now_ms};
+use providers::time::{duration_ms, now_ms};
+
+use crate::store::{Delivery, Outbox};
 
 /// How many due deliveries one pass of the worker claims.
 const BATCH: usize = 64;
@@ -43,7 +45,7 @@ const MAX_IDLE: Duration = Duration::from_secs(5);
 
 /// The webhook worker.
 pub struct Webhooks {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Outbox>,
     config: WebhooksConfig,
     client: reqwest::Client,
     /// Caller name → signing key.
@@ -65,7 +67,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 impl Webhooks {
-    pub fn new(config: &Config, store: Arc<dyn Store>, wake: Arc<Notify>) -> Result<Self, String> {
+    pub fn new(config: &Config, store: Arc<dyn Outbox>, wake: Arc<Notify>) -> Result<Self, String> {
         providers::outbound::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("summary-gateway-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -219,10 +221,6 @@ pub fn retry_delay(config: &WebhooksConfig, attempts: u32) -> Duration {
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// A transport error without its URL (a callback URL may carry a caller's token).
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -278,7 +276,7 @@ mod tests {
         let yaml = "auth:\n  keys:\n    crm:\n      key: k\n      webhook_secret: whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=\n\
                     providers:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: a\n    client_secret: b\n";
         let config = Config::from_yaml(yaml, &|_| None).unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new(1 << 20));
+        let store: Arc<dyn Outbox> = Arc::new(crate::store::memory::MemoryStore::new(1 << 20));
         let webhooks = Webhooks::new(&config, store, Arc::new(Notify::new())).unwrap();
         for url in ["http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/", "http://[::ffff:0:a9fe:a9fe]/"] {
             let target = crate::store::CallbackTarget { caller: "crm".into(), url: url.into() };

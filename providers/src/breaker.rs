@@ -32,13 +32,14 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use gateway_config::CircuitBreakerConfig;
 use tokio::time::Instant;
 
 use crate::error::ProviderError;
 use crate::shared::SharedState;
+use crate::time::unix_ms;
 
 /// `sg_provider_circuit_state{provider}`: 0 closed, 1 open, 2 half-open.
 pub const CIRCUIT_STATE: &str = "sg_provider_circuit_state";
@@ -442,10 +443,6 @@ impl Inner {
 fn retry_after(left: Duration) -> Duration {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     Duration::from_secs(secs.max(1))
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Calls and failures of the last `window`, in [`BUCKETS`] buckets of `window / BUCKETS`.

@@ -16,6 +16,7 @@
 //! - [`mapping`]: response mappings as data (JSONPath, compiled once, overridable in YAML).
 //! - [`metrics`]: the `vendor_call` span and vendor-call metrics around every provider operation.
 //! - [`shared`]: state shared with other replicas (one vendor login, one concurrency cap for the fleet).
+//! - [`time`]: wall-clock milliseconds, as every part keeps them.
 //! - [`yeastar`]: Yeastar P-Series — adapter, token, HTML mapping, simulator, fixtures.
 
 pub mod breaker;
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod shared;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_hooks;
+pub mod time;
 pub mod vendor;
 pub mod yeastar;
 

@@ -222,7 +222,7 @@ async fn a_webhook_to_a_receiver_that_is_down_is_delivered_after_retries(flavour
 
     // Connection refused at least once (the delivery is rescheduled: due later than
     // now), then up but answering 503 twice, then 204.
-    let store = gw.app.summaries.store();
+    let store = &gw.app.stores.outbox;
     let since = Instant::now();
     loop {
         let now_ms = u64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap();

@@ -59,7 +59,7 @@ pub async fn vendor_callback(
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "id").map(|(_, v)| v.into_owned()))
         .filter(|id| is_summary_id(id))
         .ok_or_else(|| RequestError::Invalid("the callback URL lacks its summary id (`?id=sum_...`)".into()))?;
-    let Some(job) = app.summaries.store().get_job(&id).await? else {
+    let Some(job) = app.stores.jobs.get_job(&id).await? else {
         // Already ended (polling got there first), or expired: nothing to do.
         return Ok(StatusCode::NO_CONTENT);
     };
@@ -69,8 +69,11 @@ pub async fn vendor_callback(
         tracing::warn!(provider = provider.name(), summary_id = %id, "vendor callback for another vendor job than this one's");
         return Err(RequestError::Invalid("the callback names another vendor job than this one's".into()).into());
     }
-    let local = app.summaries.nudge(&id);
-    if !local && let Err(e) = app.summaries.store().nudge(&id).await {
+    let local = app.jobs.nudge(&id);
+    if !local
+        && let Some(fleet) = &app.stores.fleet
+        && let Err(e) = fleet.nudge(&id).await
+    {
         // The poll confirms the end anyway, on its schedule.
         tracing::warn!(summary_id = %id, error = %e, "could not pass a vendor callback to the replica polling the job");
     }

@@ -49,7 +49,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
     if app.draining.is_draining() {
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
-    let store = app.summaries.store();
+    let store = &app.stores.health;
     Ok(Json(match store.ping().await {
         Ok(()) => Health { status: "ready", store: Some(store.kind()), detail: None },
         Err(e) => Health { status: "degraded", store: Some(store.kind()), detail: Some(e.to_string()) },
@@ -65,10 +65,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
 )]
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let degraded = app.summaries.store().degraded().is_some();
+    let degraded = app.stores.health.degraded().is_some();
     metrics::gauge!(crate::metrics::STORE_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
     #[allow(clippy::cast_precision_loss, reason = "a count of jobs, far below 2^52")]
-    metrics::gauge!(crate::metrics::JOBS_POLLING).set(app.summaries.polling() as f64);
+    metrics::gauge!(crate::metrics::JOBS_POLLING).set(app.jobs.polling() as f64);
     #[allow(clippy::cast_precision_loss, reason = "a count of parked requests, far below 2^52")]
     metrics::gauge!(crate::metrics::LONG_POLLS_WAITING).set(app.summaries.waiters.total() as f64);
     metrics::gauge!(crate::metrics::DRAINING).set(if app.draining.is_draining() { 1.0 } else { 0.0 });

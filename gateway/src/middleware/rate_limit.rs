@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 
 use super::auth::Caller;
 use crate::error::ApiError;
-use crate::store::{RateVerdict, Store};
+use crate::store::{Fleet, RateVerdict};
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -36,12 +36,13 @@ static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// Layer: enforce the caller's rate limit (locally, then in the shared store if any).
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Fleet>>,
 }
 
 impl RateLimitLayer {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store: store.shared().then_some(store) }
+    /// `fleet`: the fleet-wide limits of a shared store; none: local limits alone.
+    pub fn new(fleet: Option<Arc<dyn Fleet>>) -> Self {
+        Self { store: fleet }
     }
 }
 
@@ -57,7 +58,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimitService<S> {
     inner: S,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Fleet>>,
 }
 
 impl<S> Service<Request> for RateLimitService<S>
@@ -98,10 +99,10 @@ where
         std::mem::swap(&mut inner, &mut self.inner);
         async move {
             let remaining = match store.rate_limit(&caller.name, caller.rate_limit.per_second, burst).await {
-                Ok(Some(RateVerdict::Limited { retry_after })) => return Ok(limited(&caller.name, burst, retry_after)),
-                Ok(Some(RateVerdict::Allowed { remaining })) => remaining.min(local),
+                Ok(RateVerdict::Limited { retry_after }) => return Ok(limited(&caller.name, burst, retry_after)),
+                Ok(RateVerdict::Allowed { remaining }) => remaining.min(local),
                 // Fail-open: the local limiter's verdict stands.
-                Ok(None) | Err(_) => local,
+                Err(_) => local,
             };
             with_headers(inner.call(req), burst, remaining).await
         }

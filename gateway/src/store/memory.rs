@@ -12,8 +12,13 @@ use moka::Expiry;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{CallbackTarget, Delivery, Job, QuestionLedger, Store, StoreError, StoredSummary, now_ms};
 use providers::Question;
+use providers::time::now_ms;
+
+use super::{
+    CallbackTarget, Delivery, Job, JobStore, Outbox, QuestionLedger, QuestionLedgers, StoreError, StoreHealth,
+    StoredSummary, SummaryStore,
+};
 
 #[derive(Clone)]
 struct Entry {
@@ -88,11 +93,22 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl StoreHealth for MemoryStore {
     fn kind(&self) -> &'static str {
         "memory"
     }
 
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SummaryStore for MemoryStore {
     async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError> {
         Ok(self.summaries.get(id).map(|e| e.summary))
     }
@@ -101,11 +117,10 @@ impl Store for MemoryStore {
         self.summaries.insert(id.to_owned(), Entry { summary, ttl });
         Ok(())
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl JobStore for MemoryStore {
     async fn create_job(&self, job: Job, pending: StoredSummary, ttl: Duration) -> Result<(), StoreError> {
         let mut state = self.state();
         self.summaries.insert(job.id.clone(), Entry { summary: pending, ttl });
@@ -143,7 +158,10 @@ impl Store for MemoryStore {
         self.summaries.insert(id.to_owned(), Entry { summary, ttl });
         Ok(deliveries)
     }
+}
 
+#[async_trait]
+impl Outbox for MemoryStore {
     async fn claim_deliveries(
         &self,
         now_ms: u64,
@@ -181,7 +199,10 @@ impl Store for MemoryStore {
     async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.state().outbox.values().map(|d| d.next_attempt_ms).min())
     }
+}
 
+#[async_trait]
+impl QuestionLedgers for MemoryStore {
     async fn question_ledger(&self, provider: &str, conversation: &str) -> Result<Option<QuestionLedger>, StoreError> {
         let state = self.state();
         let now = Instant::now();

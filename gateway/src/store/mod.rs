@@ -5,19 +5,24 @@
 //! Values are stored pre-serialized ([`StoredSummary::body`] is the exact JSON
 //! the API returns), so a cache hit copies bytes instead of serializing.
 //!
+//! The store is cut along its roles ([`Stores`]), each a trait of its own that
+//! its consumers take: [`SummaryStore`] (the cache and resources), [`JobStore`]
+//! (pending vendor jobs), [`Outbox`] (webhooks), [`QuestionLedgers`] and
+//! [`StoreHealth`].
+//!
 //! The operations that must not race are single trait methods, so each store
 //! can make them atomic its own way (a mutex here, a script or transaction in
-//! Redis): [`Store::add_callback`] against [`Store::finish_job`] (a caller that
-//! registers a callback either is on the job when it finishes or sees it
-//! finished), and [`Store::finish_job`] itself (final summary stored, job
+//! Redis): [`JobStore::add_callback`] against [`JobStore::finish_job`] (a caller
+//! that registers a callback either is on the job when it finishes or sees it
+//! finished), and [`JobStore::finish_job`] itself (final summary stored, job
 //! removed, one delivery queued per callback — all or nothing).
 //!
-//! With several replicas (a shared store, [`Store::shared`]) it also coordinates
-//! them: a flight lock per summary id (one vendor call for the fleet), a lease
-//! per pending job (one poller for the fleet, taken over when its replica dies),
-//! events between replicas ([`StoreEvent`]: a job ended, a flight ended, a vendor
-//! callback arrived) and the callers' rate limits. The embedded store answers
-//! those trivially: it is the only replica.
+//! With several replicas (a shared store) there is also a [`Fleet`]: a flight
+//! lock per summary id (one vendor call for the fleet), a lease per pending job
+//! (one poller for the fleet, taken over when its replica dies), events between
+//! replicas ([`StoreEvent`]: a job ended, a flight ended, a vendor callback
+//! arrived) and the callers' fleet-wide rate limits. The embedded store has
+//! none: it is the only replica.
 //!
 //! - [`memory`]: the embedded store (one replica; bounded; per-entry TTL).
 //! - [`redis`]: the shared store (many replicas; key layout in its module doc).
@@ -26,11 +31,12 @@ pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use providers::{Question, Status, SummaryRequest};
+use gateway_config::StoreConfig;
+use providers::{Question, SharedState, Status, SummaryRequest};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
@@ -118,12 +124,12 @@ pub struct QuestionLedger {
 #[error("the summary store is unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// The answer to [`Store::claim_flight`].
+/// The answer to [`Fleet::claim_flight`].
 #[derive(Debug, Clone)]
 pub enum FlightClaim {
     /// The summary is already stored: no vendor call.
     Stored(StoredSummary),
-    /// This replica makes the vendor call; it ends with [`Store::end_flight`].
+    /// This replica makes the vendor call; it ends with [`Fleet::end_flight`].
     Won,
     /// Another replica is making it; its end is announced with
     /// [`StoreEvent::FlightEnded`], or the claim expires after this long.
@@ -156,33 +162,21 @@ pub enum RateVerdict {
 /// Receives the events of other replicas.
 pub type EventSink = Arc<dyn Fn(StoreEvent) + Send + Sync>;
 
-/// A summary store.
+/// Summaries by id: the cache and every resource the API serves.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `memory` or `redis`, for `/readyz` and logs.
-    fn kind(&self) -> &'static str;
-
-    /// Whether other replicas share this store (leases, flights, events and
-    /// rate limits then matter). False for the embedded store.
-    fn shared(&self) -> bool {
-        false
-    }
-
-    /// `Some(why)` while the store is failing (readiness reports `degraded`).
-    fn degraded(&self) -> Option<String> {
-        None
-    }
-
+pub trait SummaryStore: Send + Sync + 'static {
     /// The summary with this id, if present and not expired.
     async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError>;
 
     /// Stores (or replaces) a summary for `ttl`.
     async fn put_summary(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<(), StoreError>;
+}
 
-    /// Whether the store answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Records a new job with its pending resource (kept for `ttl`).
+/// Asynchronous summaries pending at a vendor, and the callers' callbacks on them.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Records a new job with its pending resource (kept for `ttl`). With a
+    /// shared store this replica holds the job's lease from then on.
     async fn create_job(&self, job: Job, pending: StoredSummary, ttl: Duration) -> Result<(), StoreError>;
 
     /// A job still pending.
@@ -192,49 +186,6 @@ pub trait Store: Send + Sync + 'static {
     /// (after a restart), those without a live lease for a shared one.
     async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError>;
 
-    /// Takes the lease of a pending job for this replica (`job_lease`), unless
-    /// another replica holds it. False: held elsewhere, or the job ended.
-    async fn acquire_lease(&self, _id: &str) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-
-    /// Extends this replica's lease of a job. False: the lease is lost (another
-    /// replica took the job over, or it ended) and this replica stops polling it.
-    async fn renew_lease(&self, _id: &str) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-
-    /// Gives a job's lease up (shutting down) so another replica takes it at once.
-    async fn release_lease(&self, _id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Claims the vendor call for summary `id` for at most `ttl`, unless the
-    /// summary is already stored or another replica has claimed it.
-    async fn claim_flight(&self, id: &str, _ttl: Duration) -> Result<FlightClaim, StoreError> {
-        Ok(self.get_summary(id).await?.map_or(FlightClaim::Won, FlightClaim::Stored))
-    }
-
-    /// Ends this replica's flight and tells the followers ([`StoreEvent::FlightEnded`]).
-    async fn end_flight(&self, _id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Tells the replica polling job `id` to poll now ([`StoreEvent::Nudge`]).
-    async fn nudge(&self, _id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Delivers other replicas' events to `sink` until `shutdown` (a background task).
-    fn subscribe(&self, _sink: EventSink, _shutdown: tokio_util::sync::CancellationToken) {}
-
-    /// Checks and consumes one request of `key`'s shared limit (GCRA:
-    /// `per_second`, `burst`). `None`: the store keeps no shared limits (the
-    /// local limiter alone decides).
-    async fn rate_limit(&self, _key: &str, _per_second: f64, _burst: u32) -> Result<Option<RateVerdict>, StoreError> {
-        Ok(None)
-    }
-
     /// Adds a caller's callback to a pending job (once per caller and URL).
     /// `false`: the job is no longer pending — its final summary is in the store.
     async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError>;
@@ -243,7 +194,11 @@ pub trait Store: Send + Sync + 'static {
     /// job and queues one delivery per callback (each with a fresh id, due now).
     /// Returns the deliveries queued; none if the job had already ended.
     async fn finish_job(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<Vec<Delivery>, StoreError>;
+}
 
+/// The webhook outbox: deliveries kept until a 2xx or given up.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
     /// Deliveries due by `now_ms`, at most `limit`; each is leased until
     /// `lease_until_ms` (not handed out again before then, so an attempt that
     /// dies with its process is retried after the lease).
@@ -262,7 +217,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the earliest delivery is due (ms since the epoch), if any.
     async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError>;
+}
 
+/// What was asked about each conversation ([`QuestionLedger`]).
+#[async_trait]
+pub trait QuestionLedgers: Send + Sync + 'static {
     /// The question ledger of a conversation at a provider, if the store has one.
     async fn question_ledger(&self, provider: &str, conversation: &str) -> Result<Option<QuestionLedger>, StoreError>;
 
@@ -278,12 +237,100 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// Milliseconds since the epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Whether the store works, for `/readyz`, `/metrics` and logs.
+#[async_trait]
+pub trait StoreHealth: Send + Sync + 'static {
+    /// `memory` or `redis`.
+    fn kind(&self) -> &'static str;
+
+    /// `Some(why)` while the store is failing (readiness reports `degraded`).
+    fn degraded(&self) -> Option<String>;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Now, in milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
+/// How the replicas sharing a store coordinate. Only a shared store has it
+/// ([`Stores::fleet`]): a lone replica has nobody to coordinate with.
+#[async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    /// Claims the vendor call for `id` for at most `ttl`, unless the summary
+    /// `id` is already stored or another replica has claimed it.
+    async fn claim_flight(&self, id: &str, ttl: Duration) -> Result<FlightClaim, StoreError>;
+
+    /// Ends this replica's flight and tells the followers ([`StoreEvent::FlightEnded`]).
+    async fn end_flight(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Takes the lease of a pending job for this replica (`job_lease`), unless
+    /// another replica holds it. False: held elsewhere, or the job ended.
+    async fn acquire_lease(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Extends this replica's lease of a job. False: the lease is lost (another
+    /// replica took the job over, or it ended) and this replica stops polling it.
+    async fn renew_lease(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Gives a job's lease up (shutting down) so another replica takes it at once.
+    async fn release_lease(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Tells the replica polling job `id` to poll now ([`StoreEvent::Nudge`]).
+    async fn nudge(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Delivers other replicas' events to `sink` until `shutdown` (a background task).
+    fn subscribe(&self, sink: EventSink, shutdown: tokio_util::sync::CancellationToken);
+
+    /// Checks and consumes one request of `key`'s fleet-wide limit (GCRA:
+    /// `per_second`, `burst`).
+    async fn rate_limit(&self, key: &str, per_second: f64, burst: u32) -> Result<RateVerdict, StoreError>;
+}
+
+/// The store, cut along its roles: each consumer takes the parts it uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub summaries: Arc<dyn SummaryStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub ledgers: Arc<dyn QuestionLedgers>,
+    pub health: Arc<dyn StoreHealth>,
+    /// Coordination with the other replicas: only with a shared store.
+    pub fleet: Option<Arc<dyn Fleet>>,
+    /// State the providers share with the other replicas (a vendor token, its
+    /// concurrency slots): only with a shared store.
+    pub vendor_state: Option<Arc<dyn SharedState>>,
+}
+
+impl Stores {
+    /// The store `config` names: Redis with `store.redis_url`, else the embedded one.
+    /// `replica` is this process's name in leases and flights.
+    pub fn from_config(config: &StoreConfig, replica: &str) -> Result<Self, String> {
+        if config.redis_url.is_some() {
+            let redis = Arc::new(RedisStore::new(config, replica)?);
+            let mut stores = Self::of(&redis);
+            stores.fleet = Some(Arc::clone(&redis) as Arc<dyn Fleet>);
+            stores.vendor_state = Some(redis);
+            Ok(stores)
+        } else {
+            Ok(Self::of(&Arc::new(MemoryStore::new(config.max_bytes))))
+        }
+    }
+
+    /// Every role but the fleet's from one store.
+    fn of<S>(store: &Arc<S>) -> Self
+    where
+        S: SummaryStore + JobStore + Outbox + QuestionLedgers + StoreHealth,
+    {
+        Self {
+            summaries: Arc::clone(store) as Arc<dyn SummaryStore>,
+            jobs: Arc::clone(store) as Arc<dyn JobStore>,
+            outbox: Arc::clone(store) as Arc<dyn Outbox>,
+            ledgers: Arc::clone(store) as Arc<dyn QuestionLedgers>,
+            health: Arc::clone(store) as Arc<dyn StoreHealth>,
+            fleet: None,
+            vendor_state: None,
+        }
+    }
+
+    /// Whether other replicas share this store.
+    pub fn shared(&self) -> bool {
+        self.fleet.is_some()
+    }
 }

@@ -23,7 +23,7 @@
 //!   per process.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gateway_config::Secret;
 use serde::Deserialize;
@@ -36,6 +36,7 @@ use super::{Envelope, errcode_error, parse_envelope};
 use crate::error::{ProviderError, VendorDetail};
 use crate::outbound::Outbound;
 use crate::shared::{SharedError, SharedState};
+use crate::time::now_ms;
 
 /// A refresh token is not used this close to its expiry.
 const REFRESH_SLACK: Duration = Duration::from_secs(60);
@@ -332,7 +333,7 @@ impl TokenManager {
     /// has not expired.
     fn adopt_newer(&self, gate: &mut Gate, record: Option<FleetToken>) -> Option<Arc<Token>> {
         let record = record.filter(|r| r.generation != gate.fleet_generation)?;
-        let now = epoch_ms();
+        let now = now_ms();
         if now >= record.access_token_expires_at_ms {
             return None;
         }
@@ -471,7 +472,7 @@ impl TokenManager {
 impl FleetToken {
     /// The record of tokens just issued.
     fn new(issued: &Issued, margin: Duration, generation: u64) -> Self {
-        let now = epoch_ms();
+        let now = now_ms();
         let after = |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Self {
             access_token: issued.access.clone(),
@@ -499,13 +500,13 @@ impl FleetToken {
     /// Kept while its refresh token lives (else while its access token does).
     fn ttl(&self) -> Duration {
         let until = self.refresh_token_expires_at_ms.unwrap_or(self.access_token_expires_at_ms);
-        Duration::from_millis(until.saturating_sub(epoch_ms())).max(Duration::from_secs(1))
+        Duration::from_millis(until.saturating_sub(now_ms())).max(Duration::from_secs(1))
     }
 
     /// Its refresh token and when to stop using it (by our clock), if still usable.
     fn refresh(&self) -> Option<(Secret<String>, Instant)> {
         let token = self.refresh_token.clone()?;
-        let left = Duration::from_millis(self.refresh_token_expires_at_ms?.saturating_sub(epoch_ms()));
+        let left = Duration::from_millis(self.refresh_token_expires_at_ms?.saturating_sub(now_ms()));
         let usable = left.checked_sub(REFRESH_SLACK)?;
         Some((token, Instant::now() + usable))
     }
@@ -515,12 +516,6 @@ impl FleetToken {
 /// first half of a short-lived token.
 fn renewal_lead(margin: Duration, lifetime: Duration) -> Duration {
     margin.min(lifetime / 2)
-}
-
-/// Now, in milliseconds since the Unix epoch.
-fn epoch_ms() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn rejected_error(vendor: VendorDetail) -> ProviderError {

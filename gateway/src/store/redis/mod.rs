@@ -1,0 +1,208 @@
+//! The shared store: one Redis for every replica.
+//!
+//! # Key layout
+//! `P` is `store.key_prefix` (default `sg`). The part in braces is the Redis
+//! Cluster hash tag: every multi-key operation (script or transaction) touches
+//! keys of one tag only, so each runs within one slot.
+//!
+//! | key | type | what | expires |
+//! |---|---|---|---|
+//! | `P:{<summary id>}:summary` | string | the resource, pre-serialized (`<status><provider>\n<json>`) | `summary_ttl`, `failure_ttl`, or the job's deadline + 10 min while pending |
+//! | `P:{<summary id>}:flight` | string | the replica making the vendor call for it | the provider's timeout + margin |
+//! | `P:{jobs}:jobs` | hash | summary id → pending job (JSON) | when the job ends |
+//! | `P:{jobs}:callbacks:<summary id>` | set | callers' callback targets (JSON) | when the job ends |
+//! | `P:{jobs}:lease:<summary id>` | string | the replica polling the job | `job_lease`, renewed every third of it |
+//! | `P:{jobs}:outbox` | hash | delivery id → webhook delivery (JSON) | after its 2xx or when given up |
+//! | `P:{jobs}:due` | sorted set | delivery id → when it is due / its lease ends (ms) | with the delivery |
+//! | `P:{q:<provider>:<conversation>}:ledger` | hash | question id → `<seq>|<question JSON>` | `question_ttl` |
+//! | `P:{rl:<caller>}:gcra` | string | the caller's GCRA theoretical arrival time (µs, Redis clock) | when it is in the past |
+//! | `P:{shared:<name>}` | string / sorted set | provider state shared by the fleet (Yeastar token, its renewal lock, ElevateAI slots) | the token's life / the lock's / each slot's |
+//!
+//! Events between replicas are published on the channel `P:events`.
+//!
+//! # Failure handling
+//! Every command has `store.timeout`. A command that fails or times out marks the
+//! store down for [`breaker::BREAKER`]: meanwhile commands fail at once instead of
+//! each waiting for the timeout, and `/readyz` reports `degraded`. The connection
+//! is re-established in the background (redis' `ConnectionManager`).
+//!
+//! # Files
+//! One per store role ([`summaries`]: summaries and health, [`jobs`], [`outbox`],
+//! [`ledgers`], [`fleet`]: flights, leases, nudges and the fleet-wide rate limit,
+//! [`events`]: the subscription, [`vendor_state`]: what providers share), the
+//! [`breaker`], the [`codec`] of stored values and events, and the Lua scripts
+//! in `scripts/`, one file each.
+
+mod breaker;
+mod codec;
+mod events;
+mod fleet;
+mod jobs;
+mod ledgers;
+mod outbox;
+mod summaries;
+mod vendor_state;
+
+use std::time::Duration;
+
+use gateway_config::StoreConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use self::breaker::Breaker;
+use super::StoreError;
+
+/// The shared Redis store of one replica.
+pub struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+    /// This replica's name in leases and flights.
+    replica: String,
+    job_lease: Duration,
+    timeout: Duration,
+    breaker: Breaker,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    claim_flight: Script,
+    end_flight: Script,
+    create_job: Script,
+    add_callback: Script,
+    finish_job: Script,
+    unclaimed_jobs: Script,
+    acquire_lease: Script,
+    renew_lease: Script,
+    release_lease: Script,
+    claim_deliveries: Script,
+    retry_delivery: Script,
+    merge_questions: Script,
+    gcra: Script,
+    unlock: Script,
+    acquire_slot: Script,
+}
+
+impl Scripts {
+    /// Each script is a file of its own in `scripts/`, its KEYS and ARGV described at its top.
+    fn new() -> Self {
+        Self {
+            claim_flight: Script::new(include_str!("scripts/claim_flight.lua")),
+            end_flight: Script::new(include_str!("scripts/end_flight.lua")),
+            create_job: Script::new(include_str!("scripts/create_job.lua")),
+            add_callback: Script::new(include_str!("scripts/add_callback.lua")),
+            finish_job: Script::new(include_str!("scripts/finish_job.lua")),
+            unclaimed_jobs: Script::new(include_str!("scripts/unclaimed_jobs.lua")),
+            acquire_lease: Script::new(include_str!("scripts/acquire_lease.lua")),
+            renew_lease: Script::new(include_str!("scripts/renew_lease.lua")),
+            release_lease: Script::new(include_str!("scripts/release_lease.lua")),
+            claim_deliveries: Script::new(include_str!("scripts/claim_deliveries.lua")),
+            retry_delivery: Script::new(include_str!("scripts/retry_delivery.lua")),
+            merge_questions: Script::new(include_str!("scripts/merge_questions.lua")),
+            gcra: Script::new(include_str!("scripts/gcra.lua")),
+            unlock: Script::new(include_str!("scripts/unlock.lua")),
+            acquire_slot: Script::new(include_str!("scripts/acquire_slot.lua")),
+        }
+    }
+}
+
+impl RedisStore {
+    /// A store on `config.redis_url` (which must be set). Connects lazily: a
+    /// gateway whose Redis is down starts, degraded, and connects when it is back.
+    pub fn new(config: &StoreConfig, replica: &str) -> Result<Self, String> {
+        let url = config.redis_url.as_ref().ok_or("store.redis_url is not set")?;
+        // The URL may carry a password: name the problem, never the URL.
+        let client = Client::open(url.expose().as_str()).map_err(|e| format!("store.redis_url: {}", e.category()))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(|e| format!("store.redis_url: {}", e.category()))?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: config.key_prefix.clone(),
+            replica: replica.to_owned(),
+            job_lease: config.job_lease,
+            timeout: config.timeout,
+            breaker: Breaker::default(),
+            scripts: Scripts::new(),
+        })
+    }
+
+    fn key(&self, tag: &str, rest: &str) -> String {
+        if rest.is_empty() { format!("{}:{{{tag}}}", self.prefix) } else { format!("{}:{{{tag}}}:{rest}", self.prefix) }
+    }
+
+    fn summary_key(&self, id: &str) -> String {
+        self.key(id, "summary")
+    }
+
+    fn jobs_key(&self, rest: &str) -> String {
+        self.key("jobs", rest)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Runs one Redis exchange with the store's timeout and breaker.
+    async fn run<T, F>(&self, exchange: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.breaker.is_open() {
+            metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => "breaker_open").increment(1);
+            return Err(StoreError("redis: unavailable (failing recently)".into()));
+        }
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(value)) => {
+                self.breaker.succeeded();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => reason(&e)).increment(1);
+                Err(self.breaker.fail(&describe(&e)))
+            }
+            Err(_) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => "timeout").increment(1);
+                Err(self.breaker.fail(&format!("no answer within {}", humantime::format_duration(self.timeout))))
+            }
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// The `reason` label of a failed command.
+fn reason(e: &redis::RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connection_refusal() {
+        "refused"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "lost"
+    } else {
+        "other"
+    }
+}
+
+/// Why a command failed, without the URL (it may hold a password).
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection lost".into()
+    } else {
+        format!("{} ({})", e.category(), e.code().unwrap_or("client"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
