@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::resource::{completed_resource, failed_resource, rfc3339, stored};
-use crate::store::{CallbackTarget, Fleet, Job, JobStore, StoreError, StoredSummary, Stores};
+use crate::store::{Fleet, Job, JobStore, StoreError, StoredSummary, Stores, WebhookTarget};
 use crate::waiters::Waiters;
 
 /// How long ending a job is retried while the store fails (then the job is left
@@ -101,9 +101,9 @@ impl Jobs {
         Ok(())
     }
 
-    /// Adds a caller's callback to a pending job. `false`: it is no longer pending.
-    pub async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError> {
-        self.store.add_callback(id, target).await
+    /// Adds a caller's webhook to a pending job. `false`: it is no longer pending.
+    pub async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError> {
+        self.store.add_webhook(id, target).await
     }
 
     /// Stops the pollers (with a shared store, another replica takes their jobs).

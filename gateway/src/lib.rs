@@ -13,11 +13,10 @@
 //! - [`single_flight`]: one piece of work per key, in the process and across the fleet.
 //! - [`jobs`]: the jobs service: asynchronous vendor jobs, polled in the background until they end.
 //! - [`waiters`]: long-polls woken by a job's end.
-//! - [`webhooks`]: signed deliveries to callers' `callback_url`s from the outbox.
+//! - [`webhooks`]: signed deliveries to callers' `callback_url`s from the outbox, and their SSRF checks.
 //! - [`store`]: the store cut along its roles (summaries, jobs, outbox, ledgers, health; the
 //!   fleet's coordination only when shared): the embedded store and Redis.
 //! - [`error`]: typed errors → RFC 9457 problem+json.
-//! - [`callback`]: SSRF checks of callers' callback URLs.
 //! - [`demo`]: the gateway with in-process vendor simulators.
 //! - [`metrics`]: Prometheus metric names, the recorder, the request's vendor-wait clock.
 //! - [`telemetry`]: logging and (optional) OTLP trace export.
@@ -26,7 +25,6 @@
 
 pub mod api;
 pub mod app;
-pub mod callback;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;

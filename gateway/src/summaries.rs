@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::jobs::Jobs;
 use crate::resource::{completed_resource, pending_resource, stored};
 use crate::single_flight::{FlightWork, Flights};
-use crate::store::{CallbackTarget, Job, StoreError, StoredSummary, Stores, SummaryStore};
+use crate::store::{Job, StoreError, StoredSummary, Stores, SummaryStore, WebhookTarget};
 use crate::waiters::Waiters;
 
 /// Whether an answer came from the store (`Cache-Status: summary-gateway; hit`).
@@ -134,7 +134,7 @@ impl Summaries {
         provider: &Arc<Provider>,
         id: &str,
         req: SummaryRequest,
-        callback: Option<CallbackTarget>,
+        callback: Option<WebhookTarget>,
     ) -> Result<(StoredSummary, CacheStatus), ApiError> {
         // A store that fails is bypassed here (the flight decides what can still be served).
         let (stored, cache) = if let Some(hit) = self.store.get_summary(id).await.ok().flatten() {
@@ -146,7 +146,7 @@ impl Summaries {
         };
         if stored.status == Status::Pending
             && let Some(target) = callback
-            && !self.jobs.add_callback(id, target).await?
+            && !self.jobs.add_webhook(id, target).await?
         {
             // The job ended between our read and the registration: the final
             // summary is in the store, and this caller gets it in the response.
@@ -230,7 +230,7 @@ impl Summaries {
                     vendor_ref,
                     created_at_ms: unix_ms(now),
                     deadline_ms: unix_ms(now + policy.job_timeout),
-                    callbacks: Vec::new(),
+                    webhooks: Vec::new(),
                 };
                 self.jobs.start(job, stored.clone(), policy.job_timeout + PENDING_GRACE, provider).await?;
                 Ok(stored)

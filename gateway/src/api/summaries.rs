@@ -15,12 +15,12 @@ use utoipa::ToSchema;
 
 use super::json::JsonBody;
 use super::{BodyProblems, CallerProblems, VendorProblems};
-use crate::callback::check_callback_url;
 use crate::error::{ApiError, AuthError, Problem, RequestError};
 use crate::middleware::auth::Caller;
 use crate::state::App;
-use crate::store::{CallbackTarget, StoredSummary};
+use crate::store::{StoredSummary, WebhookTarget};
 use crate::summaries::{CacheStatus, is_summary_id, summary_id};
+use crate::webhooks::ssrf::check_webhook_url;
 
 /// Longest `wait` honoured, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -109,7 +109,7 @@ pub async fn create_summary(
     provider.validate(&req).map_err(RequestError::from)?;
     let callback = match body.callback_url.as_deref() {
         None => None,
-        Some(url) => Some(callback_target(&app, &caller, url).await?),
+        Some(url) => Some(webhook_target(&app, &caller, url).await?),
     };
     let id = summary_id(provider.name(), &req);
     let (stored, cache) = app.summaries.get_or_create(provider, &id, req, callback).await?;
@@ -137,8 +137,8 @@ pub async fn create_summary(
 }
 
 /// Checks a `callback_url` (SSRF rules) and that deliveries to this caller can be signed.
-async fn callback_target(app: &App, caller: &Caller, url: &str) -> Result<CallbackTarget, ApiError> {
-    let checked = check_callback_url(url, app.config.webhooks.allow_private_networks)
+async fn webhook_target(app: &App, caller: &Caller, url: &str) -> Result<WebhookTarget, ApiError> {
+    let checked = check_webhook_url(url, app.config.webhooks.allow_private_networks)
         .await
         .map_err(RequestError::InvalidCallbackUrl)?;
     if !app.webhooks.can_sign_for(&caller.name) {
@@ -148,7 +148,7 @@ async fn callback_target(app: &App, caller: &Caller, url: &str) -> Result<Callba
         ))
         .into());
     }
-    Ok(CallbackTarget { caller: caller.name.to_string(), url: checked.into() })
+    Ok(WebhookTarget { caller: caller.name.to_string(), url: checked.into() })
 }
 
 /// A wait that ends before `server.request_timeout` does, so a long-poll is

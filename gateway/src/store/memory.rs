@@ -16,8 +16,8 @@ use providers::Question;
 use providers::time::now_ms;
 
 use super::{
-    CallbackTarget, Delivery, Job, JobStore, Outbox, QuestionLedger, QuestionLedgers, StoreError, StoreHealth,
-    StoredSummary, SummaryStore,
+    Delivery, Job, JobStore, Outbox, QuestionLedger, QuestionLedgers, StoreError, StoreHealth, StoredSummary,
+    SummaryStore, WebhookTarget,
 };
 
 #[derive(Clone)]
@@ -136,11 +136,11 @@ impl JobStore for MemoryStore {
         Ok(self.state().jobs.values().cloned().collect())
     }
 
-    async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError> {
+    async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError> {
         let mut state = self.state();
         let Some(job) = state.jobs.get_mut(id) else { return Ok(false) };
-        if !job.callbacks.contains(&target) {
-            job.callbacks.push(target);
+        if !job.webhooks.contains(&target) {
+            job.webhooks.push(target);
         }
         Ok(true)
     }
@@ -151,7 +151,7 @@ impl JobStore for MemoryStore {
         let now = now_ms();
         let body = String::from_utf8_lossy(&summary.body).into_owned();
         let deliveries: Vec<Delivery> =
-            job.callbacks.into_iter().map(|target| Delivery::new(id, target, body.clone(), now)).collect();
+            job.webhooks.into_iter().map(|target| Delivery::new(id, target, body.clone(), now)).collect();
         for d in &deliveries {
             state.outbox.insert(d.id.clone(), d.clone());
         }
@@ -295,7 +295,7 @@ mod tests {
             vendor_ref: "action-1".into(),
             created_at_ms: 0,
             deadline_ms: u64::MAX,
-            callbacks: Vec::new(),
+            webhooks: Vec::new(),
         };
         store
             .create_job(job, StoredSummary { status: Status::Pending, ..big.clone() }, Duration::from_secs(60))

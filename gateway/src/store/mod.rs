@@ -12,10 +12,10 @@
 //!
 //! The operations that must not race are single trait methods, so each store
 //! can make them atomic its own way (a mutex here, a script or transaction in
-//! Redis): [`JobStore::add_callback`] against [`JobStore::finish_job`] (a caller
-//! that registers a callback either is on the job when it finishes or sees it
+//! Redis): [`JobStore::add_webhook`] against [`JobStore::finish_job`] (a caller
+//! that registers a webhook either is on the job when it finishes or sees it
 //! finished), and [`JobStore::finish_job`] itself (final summary stored, job
-//! removed, one delivery queued per callback — all or nothing).
+//! removed, one delivery queued per webhook — all or nothing).
 //!
 //! With several replicas (a shared store) there is also a [`Fleet`]: a flight
 //! lock per summary id (one vendor call for the fleet), a lease per pending job
@@ -65,13 +65,16 @@ pub struct Job {
     pub created_at_ms: u64,
     /// Past this (ms since the epoch) the job fails with `provider_timeout`.
     pub deadline_ms: u64,
-    /// Callers to send the final resource to.
-    pub callbacks: Vec<CallbackTarget>,
+    /// Callers to send the final resource to (their `callback_url`s). Stored as
+    /// `callbacks`, as before the rename, so replicas of either version read it.
+    #[serde(rename = "callbacks")]
+    pub webhooks: Vec<WebhookTarget>,
 }
 
-/// A caller's `callback_url` on a job.
+/// A caller's webhook on a job: its `callback_url`. ("Callback" in the gateway's
+/// code means a vendor calling the gateway back; the caller side is "webhook".)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallbackTarget {
+pub struct WebhookTarget {
     /// The caller (API key name) whose webhook secret signs the delivery.
     pub caller: String,
     pub url: String,
@@ -96,8 +99,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A new delivery of a job's final resource to one of its callback targets, due at `now_ms`.
-    pub fn new(summary_id: &str, target: CallbackTarget, body: String, now_ms: u64) -> Self {
+    /// A new delivery of a job's final resource to one of its webhook targets, due at `now_ms`.
+    pub fn new(summary_id: &str, target: WebhookTarget, body: String, now_ms: u64) -> Self {
         Self {
             id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
             summary_id: summary_id.to_owned(),
@@ -172,7 +175,7 @@ pub trait SummaryStore: Send + Sync + 'static {
     async fn put_summary(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<(), StoreError>;
 }
 
-/// Asynchronous summaries pending at a vendor, and the callers' callbacks on them.
+/// Asynchronous summaries pending at a vendor, and the callers' webhooks on them.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Records a new job with its pending resource (kept for `ttl`). With a
@@ -186,12 +189,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// (after a restart), those without a live lease for a shared one.
     async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError>;
 
-    /// Adds a caller's callback to a pending job (once per caller and URL).
+    /// Adds a caller's webhook to a pending job (once per caller and URL).
     /// `false`: the job is no longer pending — its final summary is in the store.
-    async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError>;
+    async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError>;
 
     /// Ends a job, all at once: stores its final summary for `ttl`, removes the
-    /// job and queues one delivery per callback (each with a fresh id, due now).
+    /// job and queues one delivery per webhook (each with a fresh id, due now).
     /// Returns the deliveries queued; none if the job had already ended.
     async fn finish_job(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<Vec<Delivery>, StoreError>;
 }

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use providers::time::{now_ms, ttl_ms};
 
 use super::RedisStore;
-use super::codec::{callbacks_of, encode_event, encode_summary, from_json, to_json};
+use super::codec::{encode_event, encode_summary, from_json, to_json, webhooks_of};
 use crate::store::SummaryStore;
-use crate::store::{CallbackTarget, Delivery, Job, JobStore, StoreError, StoreEvent, StoredSummary};
+use crate::store::{Delivery, Job, JobStore, StoreError, StoreEvent, StoredSummary, WebhookTarget};
 
 #[async_trait]
 impl JobStore for RedisStore {
@@ -55,7 +55,7 @@ impl JobStore for RedisStore {
             .await?;
         let Some(job) = job else { return Ok(None) };
         let mut job: Job = from_json(&job, "job")?;
-        job.callbacks = callbacks.iter().map(|c| from_json(c, "callback")).collect::<Result<_, _>>()?;
+        job.webhooks = callbacks.iter().map(|c| from_json(c, "callback")).collect::<Result<_, _>>()?;
         Ok(Some(job))
     }
 
@@ -74,19 +74,19 @@ impl JobStore for RedisStore {
         raw.chunks(2)
             .map(|pair| {
                 let mut job: Job = from_json(&pair[0], "job")?;
-                job.callbacks = pair.get(1).map_or(Ok(Vec::new()), |c| callbacks_of(c))?;
+                job.webhooks = pair.get(1).map_or(Ok(Vec::new()), |c| webhooks_of(c))?;
                 Ok(job)
             })
             .collect()
     }
 
-    async fn add_callback(&self, id: &str, target: CallbackTarget) -> Result<bool, StoreError> {
+    async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError> {
         let json = to_json(&target)?;
         let mut conn = self.conn();
         let added: i64 = self
             .run(
                 self.scripts
-                    .add_callback
+                    .add_webhook
                     .key(self.jobs_key("jobs"))
                     .key(self.jobs_key(&format!("callbacks:{id}")))
                     .arg(id)

@@ -10,7 +10,7 @@
 //! | `P:{<summary id>}:summary` | string | the resource, pre-serialized (`<status><provider>\n<json>`) | `summary_ttl`, `failure_ttl`, or the job's deadline + 10 min while pending |
 //! | `P:{<summary id>}:flight` | string | the replica making the vendor call for it | the provider's timeout + margin |
 //! | `P:{jobs}:jobs` | hash | summary id → pending job (JSON) | when the job ends |
-//! | `P:{jobs}:callbacks:<summary id>` | set | callers' callback targets (JSON) | when the job ends |
+//! | `P:{jobs}:callbacks:<summary id>` | set | callers' webhook targets (JSON; the key keeps its first name) | when the job ends |
 //! | `P:{jobs}:lease:<summary id>` | string | the replica polling the job | `job_lease`, renewed every third of it |
 //! | `P:{jobs}:outbox` | hash | delivery id → webhook delivery (JSON) | after its 2xx or when given up |
 //! | `P:{jobs}:due` | sorted set | delivery id → when it is due / its lease ends (ms) | with the delivery |
@@ -69,7 +69,7 @@ struct Scripts {
     claim_flight: Script,
     end_flight: Script,
     create_job: Script,
-    add_callback: Script,
+    add_webhook: Script,
     finish_job: Script,
     unclaimed_jobs: Script,
     acquire_lease: Script,
@@ -90,7 +90,7 @@ impl Scripts {
             claim_flight: Script::new(include_str!("scripts/claim_flight.lua")),
             end_flight: Script::new(include_str!("scripts/end_flight.lua")),
             create_job: Script::new(include_str!("scripts/create_job.lua")),
-            add_callback: Script::new(include_str!("scripts/add_callback.lua")),
+            add_webhook: Script::new(include_str!("scripts/add_webhook.lua")),
             finish_job: Script::new(include_str!("scripts/finish_job.lua")),
             unclaimed_jobs: Script::new(include_str!("scripts/unclaimed_jobs.lua")),
             acquire_lease: Script::new(include_str!("scripts/acquire_lease.lua")),

@@ -9,8 +9,8 @@ use super::RedisStore;
 use providers::time::now_ms;
 
 use crate::store::{
-    CallbackTarget, Fleet, FlightClaim, Job, JobStore, Outbox, QuestionLedgers, RateVerdict, StoreHealth,
-    StoredSummary, SummaryStore,
+    Fleet, FlightClaim, Job, JobStore, Outbox, QuestionLedgers, RateVerdict, StoreHealth, StoredSummary, SummaryStore,
+    WebhookTarget,
 };
 
 fn url() -> String {
@@ -72,7 +72,7 @@ fn job(id: &str) -> Job {
         vendor_ref: "action-1".into(),
         created_at_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,
-        callbacks: Vec::new(),
+        webhooks: Vec::new(),
     }
 }
 
@@ -130,15 +130,15 @@ async fn a_job_lease_is_held_by_one_replica_and_taken_over_when_it_lapses() {
 async fn finishing_a_job_queues_one_delivery_per_callback_once() {
     let mut f = Fixture::new("finish");
     f.a.create_job(job("sum_k"), summary(Status::Pending), Duration::from_secs(60)).await.unwrap();
-    let target = |caller: &str| CallbackTarget { caller: caller.into(), url: "http://127.0.0.1:9/hook".into() };
-    assert!(f.b.add_callback("sum_k", target("crm")).await.unwrap());
-    assert!(f.b.add_callback("sum_k", target("crm")).await.unwrap(), "the same target again is one target");
-    assert!(f.a.add_callback("sum_k", target("billing")).await.unwrap());
-    assert_eq!(f.b.get_job("sum_k").await.unwrap().unwrap().callbacks.len(), 2);
+    let target = |caller: &str| WebhookTarget { caller: caller.into(), url: "http://127.0.0.1:9/hook".into() };
+    assert!(f.b.add_webhook("sum_k", target("crm")).await.unwrap());
+    assert!(f.b.add_webhook("sum_k", target("crm")).await.unwrap(), "the same target again is one target");
+    assert!(f.a.add_webhook("sum_k", target("billing")).await.unwrap());
+    assert_eq!(f.b.get_job("sum_k").await.unwrap().unwrap().webhooks.len(), 2);
     let queued = f.a.finish_job("sum_k", summary(Status::Completed), Duration::from_secs(600)).await.unwrap();
     assert_eq!(queued.len(), 2);
     assert!(f.b.finish_job("sum_k", summary(Status::Completed), Duration::from_secs(600)).await.unwrap().is_empty());
-    assert!(!f.b.add_callback("sum_k", target("late")).await.unwrap(), "ended: the caller reads the result instead");
+    assert!(!f.b.add_webhook("sum_k", target("late")).await.unwrap(), "ended: the caller reads the result instead");
     assert_eq!(f.b.get_summary("sum_k").await.unwrap().unwrap().status, Status::Completed);
     assert!(f.pttl("{sum_k}:summary") > 590_000);
     assert!(f.a.get_job("sum_k").await.unwrap().is_none());

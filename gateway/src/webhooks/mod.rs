@@ -18,6 +18,8 @@
 //! cannot be raced by DNS rebinding. IP-literal URLs are checked before sending;
 //! redirects are not followed.
 
+pub mod ssrf;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use url::{Host, Url};
 
-use crate::callback::is_public;
+use self::ssrf::is_public;
 use providers::time::{duration_ms, now_ms};
 
 use crate::store::{Delivery, Outbox};
@@ -279,7 +281,7 @@ mod tests {
         let store: Arc<dyn Outbox> = Arc::new(crate::store::memory::MemoryStore::new(1 << 20));
         let webhooks = Webhooks::new(&config, store, Arc::new(Notify::new())).unwrap();
         for url in ["http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/", "http://[::ffff:0:a9fe:a9fe]/"] {
-            let target = crate::store::CallbackTarget { caller: "crm".into(), url: url.into() };
+            let target = crate::store::WebhookTarget { caller: "crm".into(), url: url.into() };
             let delivery = Delivery::new("sum_0", target, "{}".into(), now_ms());
             assert_eq!(webhooks.send(&delivery).await, Err("the URL's address is not public".to_owned()), "{url}");
         }

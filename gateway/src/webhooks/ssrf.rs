@@ -20,7 +20,7 @@ use url::{Host, Url};
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Validates a callback URL; the error says why it was refused.
-pub async fn check_callback_url(raw: &str, allow_private: bool) -> Result<Url, String> {
+pub async fn check_webhook_url(raw: &str, allow_private: bool) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("not a valid absolute URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("only http:// and https:// URLs are accepted".into());
@@ -189,10 +189,10 @@ mod tests {
             "http://[::ffff:192.168.1.1]/",
             "not a url",
         ] {
-            assert!(check_callback_url(url, false).await.is_err(), "{url} was accepted");
+            assert!(check_webhook_url(url, false).await.is_err(), "{url} was accepted");
         }
-        assert!(check_callback_url("http://127.0.0.1:9/hook", true).await.is_ok());
-        assert!(check_callback_url("https://93.184.215.14/hook", false).await.is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9/hook", true).await.is_ok());
+        assert!(check_webhook_url("https://93.184.215.14/hook", false).await.is_ok());
     }
 
     /// The metadata address (169.254.169.254 = a9fe:a9fe) and other non-public
@@ -230,7 +230,7 @@ mod tests {
             "http://[::]/",                       // unspecified
             "http://[4000::1]/",                  // not global unicast
         ] {
-            let refused = check_callback_url(url, false).await;
+            let refused = check_webhook_url(url, false).await;
             assert!(refused.as_ref().is_err_and(|e| e.contains("non-public")), "{url}: {refused:?}");
         }
     }
