@@ -60,7 +60,7 @@ pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;
 pub use crate::secret::Secret;
 pub use crate::server::ServerConfig;
-pub use crate::store::StoreConfig;
+pub use crate::store::{StoreConfig, StoreTlsConfig};
 pub use crate::telemetry::TelemetryConfig;
 pub use crate::webhooks::WebhooksConfig;
 
@@ -153,6 +153,7 @@ impl Config {
             telemetry: section(&mut root, "telemetry", &mut errors),
             ..Self::default()
         };
+        config.store.resolve(env, &mut errors);
 
         // Names as written, so a key's scope is checked even against a provider that failed to parse.
         let mut provider_names: Vec<String> = Vec::new();

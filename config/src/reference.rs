@@ -350,6 +350,7 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
     match def {
         "ServerConfig" => serde_fields::<ServerConfig>(),
         "StoreConfig" => serde_fields::<StoreConfig>(),
+        "StoreTlsConfig" => serde_fields::<crate::StoreTlsConfig>(),
         "WebhooksConfig" => serde_fields::<WebhooksConfig>(),
         "TelemetryConfig" => serde_fields::<TelemetryConfig>(),
         "KeyConfig" => serde_fields::<KeyConfig>(),

@@ -1,13 +1,15 @@
 //! `store:` — where completed summaries are kept.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Secret;
 use crate::error::ConfigError;
 use crate::schema::Humantime;
+use crate::{EnvLookup, Secret};
 
 /// Where summaries, pending jobs, webhook deliveries and question ledgers are kept.
 /// Without `redis_url`: in memory, for one replica only (a restart loses them).
@@ -15,10 +17,24 @@ use crate::schema::Humantime;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redis://[:password@]host:6379/0` (or `redis+unix://`, `unix://`): a store
-    /// shared by every replica. Omit for the embedded in-memory store. As it may hold
-    /// a password, it is best given by `SUMMARY_GATEWAY__STORE__REDIS_URL`.
+    /// `redis://[[user]:password@]host:6379/0`, `rediss://...` for TLS (or
+    /// `redis+unix://`, `unix://`): a store shared by every replica. Omit for the
+    /// embedded in-memory store. As it may hold a password, it is best given by
+    /// `SUMMARY_GATEWAY__STORE__REDIS_URL` (or the password by `password_env`).
     pub redis_url: Option<Secret<String>>,
+    /// Redis only: the ACL user to authenticate as (Redis 6+), instead of one in
+    /// the URL. Omit: the URL's, else the `default` user.
+    pub username: Option<String>,
+    /// Redis only: the environment variable holding the password (of `username`,
+    /// or of the default user), instead of one in the URL.
+    pub password_env: Option<String>,
+    /// The password read from `password_env` (never serialized).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub password: Option<Secret<String>>,
+    /// Redis only, with a `rediss://` URL: how the server is verified and the
+    /// gateway identifies itself.
+    pub tls: StoreTlsConfig,
     /// How long completed results are served from the store.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "Humantime")]
@@ -57,6 +73,10 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            username: None,
+            password_env: None,
+            password: None,
+            tls: StoreTlsConfig::default(),
             summary_ttl: Duration::from_secs(12 * 3600),
             failure_ttl: Duration::from_secs(60),
             question_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -68,7 +88,46 @@ impl Default for StoreConfig {
     }
 }
 
+/// `store.tls`: TLS to Redis (`rediss://`). Without `ca_file` the server's
+/// certificate is checked against the system's roots (what managed Redis
+/// services such as ElastiCache, Memorystore or Azure Cache need).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreTlsConfig {
+    /// A PEM file of the CA certificate(s) the server's certificate must chain to,
+    /// instead of the system's roots (a private CA, a Kubernetes Secret).
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate (chain) for mutual TLS; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate and host name. Only for a Redis on a loopback
+    /// address (a local tunnel); refused for any other host.
+    pub insecure_skip_verify: bool,
+}
+
+impl StoreTlsConfig {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some() || self.insecure_skip_verify
+    }
+}
+
 impl StoreConfig {
+    /// Reads `password_env`.
+    pub(crate) fn resolve(&mut self, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+        if let Some(var) = &self.password_env {
+            let problem = match env(var) {
+                Some(value) if !value.is_empty() => {
+                    self.password = Some(Secret::new(value));
+                    return;
+                }
+                Some(_) => "is empty",
+                None => "is not set",
+            };
+            errors.push(ConfigError::new("store.password_env", format!("environment variable {var} {problem}")));
+        }
+    }
+
     pub(crate) fn validate(&self, errors: &mut Vec<ConfigError>) {
         for (field, value) in [
             ("summary_ttl", self.summary_ttl),
@@ -91,13 +150,59 @@ impl StoreConfig {
                 "must be 1 or more of a-z, A-Z, 0-9, `-`, `_`, `:` and `.` (no `{}`: hash tags are the gateway's)",
             ));
         }
-        if let Some(url) = &self.redis_url {
-            let scheme = url.expose().split_once("://").map(|(s, _)| s);
-            if !matches!(scheme, Some("redis" | "redis+unix" | "unix")) {
+        match &self.redis_url {
+            Some(url) => self.validate_url(url.expose(), errors),
+            None => {
+                for (set, key) in [
+                    (self.username.is_some(), "username"),
+                    (self.password_env.is_some(), "password_env"),
+                    (self.tls.is_set(), "tls"),
+                ] {
+                    if set {
+                        errors.push(ConfigError::new(format!("store.{key}"), "needs store.redis_url"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The URL's scheme, and the TLS keys against it. Errors never quote the URL
+    /// (it may hold a password).
+    fn validate_url(&self, url: &str, errors: &mut Vec<ConfigError>) {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+            errors.push(ConfigError::new(
+                "store.redis_url",
+                "must be a redis://host:port/db or rediss://host:port/db (TLS) URL, or redis+unix:// or unix://; \
+                 redis+cluster:// and Sentinel URLs are not supported by this build",
+            ));
+            return;
+        }
+        let tls = self.tls.clone();
+        if scheme != Some("rediss") {
+            if tls.is_set() {
+                errors.push(ConfigError::new("store.tls", "applies to a rediss:// store.redis_url only"));
+            }
+            return;
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            let missing = if tls.cert_file.is_some() { "key_file" } else { "cert_file" };
+            errors.push(ConfigError::new(format!("store.tls.{missing}"), "cert_file and key_file go together"));
+        }
+        // The files themselves are read where the gateway runs: at start-up and by
+        // `check-config` (a manifest names paths that exist only in the pod).
+        if tls.insecure_skip_verify {
+            let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
+            let loopback = host.as_deref().is_some_and(|h| {
+                h.eq_ignore_ascii_case("localhost")
+                    || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if !loopback {
                 errors.push(ConfigError::new(
-                    "store.redis_url",
-                    "must be a redis://host:port/db (or redis+unix://, unix://) URL; \
-                     rediss://, redis+cluster:// and Sentinel URLs are not supported by this build",
+                    "store.tls.insecure_skip_verify",
+                    "is allowed only for a Redis on a loopback address; give the server's CA in store.tls.ca_file instead",
                 ));
             }
         }

@@ -334,7 +334,7 @@ fn the_redis_store_is_configured_and_checked() {
     assert_eq!(config.store.timeout, Duration::from_millis(500));
 
     let yaml = format!(
-        "{base}store: {{ redis_url: 'rediss://redis:6380', key_prefix: 'a{{b}}', job_lease: 100ms, timeout: 0s }}\n"
+        "{base}store: {{ redis_url: 'redis+cluster://redis:6380', key_prefix: 'a{{b}}', job_lease: 100ms, timeout: 0s }}\n"
     );
     let messages: Vec<String> =
         Config::from_yaml(&yaml, &|_| None).unwrap_err().iter().map(ToString::to_string).collect();
@@ -342,6 +342,49 @@ fn the_redis_store_is_configured_and_checked() {
         assert!(messages.iter().any(|m| m.starts_with(&format!("{path}:"))), "{path} missing in {messages:#?}");
     }
     assert!(!messages.iter().any(|m| m.contains("redis:6380")), "the URL is not echoed: {messages:#?}");
+}
+
+#[test]
+fn tls_and_acl_users_of_the_redis_store_are_checked_with_their_paths() {
+    let base = "auth: { keys: { t: { key: k } } }\nproviders: { p: { type: yeastar, base_url: 'https://pbx', client_id: a, client_secret: b } }\n";
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let ca_path = ca.path().display().to_string();
+    let yaml = format!(
+        "{base}store: {{ redis_url: 'rediss://cache.example.com:6380', username: gw, password_env: REDIS_PW, tls: {{ ca_file: '{ca_path}' }} }}\n"
+    );
+    let config = Config::from_yaml(&yaml, &env_of(&[("REDIS_PW", "pw-1")])).unwrap();
+    assert_eq!(config.store.username.as_deref(), Some("gw"));
+    assert_eq!(config.store.password.as_ref().map(|p| p.expose().as_str()), Some("pw-1"));
+    assert_eq!(config.store.tls.ca_file.as_deref(), Some(ca.path()));
+
+    let check = |store: &str, env: &[(&str, &str)]| -> Vec<String> {
+        let yaml = format!("{base}store: {store}\n");
+        Config::from_yaml(&yaml, &env_of(env)).map_or_else(|e| messages(&e), |_| Vec::new())
+    };
+    let has = |messages: &[String], path: &str, text: &str| {
+        assert!(
+            messages.iter().any(|m| m.starts_with(&format!("{path}:")) && m.contains(text)),
+            "{path} ({text}) missing in {messages:#?}"
+        );
+    };
+    let m = check("{ redis_url: 'rediss://:pw@cache.example.com', tls: { insecure_skip_verify: true } }", &[]);
+    has(&m, "store.tls.insecure_skip_verify", "loopback");
+    assert!(!m.iter().any(|m| m.contains("cache.example.com") || m.contains(":pw@")), "the URL is not echoed: {m:#?}");
+    assert!(check("{ redis_url: 'rediss://127.0.0.1:6380', tls: { insecure_skip_verify: true } }", &[]).is_empty());
+    assert!(check("{ redis_url: 'rediss://[::1]:6380', tls: { insecure_skip_verify: true } }", &[]).is_empty());
+    has(
+        &check(&format!("{{ redis_url: 'redis://r', tls: {{ ca_file: '{ca_path}' }} }}"), &[]),
+        "store.tls",
+        "rediss://",
+    );
+    has(
+        &check(&format!("{{ redis_url: 'rediss://r', tls: {{ cert_file: '{ca_path}' }} }}"), &[]),
+        "store.tls.key_file",
+        "together",
+    );
+    has(&check("{ redis_url: 'redis://r', password_env: NOPE }", &[]), "store.password_env", "NOPE is not set");
+    has(&check("{ username: gw }", &[]), "store.username", "needs store.redis_url");
+    has(&check("{ redis_url: 'redis://r', password: x }", &[]), "store.password", "unknown field");
 }
 
 #[test]

@@ -169,6 +169,11 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
                     problems += errors.len();
                 }
             }
+            // The store's TLS files, where the gateway would read them.
+            if let Err(e) = summary_gateway::store::check(&config.store) {
+                eprintln!("{e}");
+                problems += 1;
+            }
             if problems > 0 {
                 eprintln!("summary-gateway: {problems} problem(s)");
                 return ExitCode::from(2);

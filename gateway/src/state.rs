@@ -133,6 +133,14 @@ impl App {
         tokio::spawn(Arc::clone(&self.webhooks).run(self.webhooks_stop.clone()));
         if let Some(fleet) = &self.stores.fleet {
             tracing::info!(replica = %self.replica, "shared store: coordinating with other replicas");
+            // A store that cannot be used (wrong password, TLS refused) is said at
+            // once, not at the first request; the gateway serves degraded meanwhile.
+            let health = Arc::clone(&self.stores.health);
+            tokio::spawn(async move {
+                if let Err(e) = health.ping().await {
+                    tracing::error!(error = %e, "the shared store does not answer at start-up: serving degraded (cache bypassed, asynchronous summaries refused) until it does");
+                }
+            });
             // Weak: the subscription must not keep the app alive after it stops.
             let app = Arc::downgrade(self);
             fleet.subscribe(

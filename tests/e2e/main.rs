@@ -22,6 +22,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod otlp;
+mod redis_secure;
 mod redis_support;
 mod replicas;
 mod schemathesis;

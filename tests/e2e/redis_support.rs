@@ -135,14 +135,25 @@ pub struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (TLS, ACL users).
+    extra: Vec<String>,
+}
+
+/// A free port on 127.0.0.1 (bound to port 0, then freed for the server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PrivateRedis {
     /// Starts it and waits until it answers PING.
     pub fn start() -> Self {
-        // Bind port 0 to be given a free port, then free it for redis-server.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Self { port, dir: tempfile::tempdir().unwrap(), child: None };
+        Self::start_with(Vec::new())
+    }
+
+    /// Starts it with more arguments (`--tls-port`, `--user`, ...); its plain port
+    /// ([`Self::url`]) stays open for the test's own look at the data.
+    pub fn start_with(extra: Vec<String>) -> Self {
+        let mut redis = Self { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, extra };
         redis.start_again();
         redis
     }
@@ -163,6 +174,7 @@ impl PrivateRedis {
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -176,8 +188,9 @@ impl PrivateRedis {
             });
         self.child = Some(child);
         let started = Instant::now();
-        // PING fails while it starts and while it loads its append-only file.
-        while let Err(e) = ping(&self.url()) {
+        // PING fails while it starts and while it loads its append-only file;
+        // a refusal to answer (NOAUTH: the default user is off) means it is up.
+        while let Err(e) = ping(&self.url()).or_else(|e| if e.is_io_error() { Err(e) } else { Ok(()) }) {
             if started.elapsed() > Duration::from_secs(10)
                 || self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
             {

@@ -301,6 +301,12 @@ pub struct Stores {
     pub vendor_state: Option<Arc<dyn SharedState>>,
 }
 
+/// What only building the store can check without connecting (the TLS files
+/// readable and in PEM): for `check-config`, which must not need the store up.
+pub fn check(config: &StoreConfig) -> Result<(), String> {
+    if config.redis_url.is_some() { RedisStore::check(config) } else { Ok(()) }
+}
+
 impl Stores {
     /// The store `config` names: Redis with `store.redis_url`, else the embedded one.
     /// `replica` is this process's name in leases and flights.

@@ -35,6 +35,7 @@
 
 mod breaker;
 mod codec;
+mod connect;
 mod events;
 mod fleet;
 mod jobs;
@@ -50,6 +51,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use self::breaker::Breaker;
+use self::connect::{describe, reason};
 use super::StoreError;
 
 /// The shared Redis store of one replica.
@@ -107,12 +109,15 @@ impl Scripts {
 }
 
 impl RedisStore {
+    /// Builds the client of `config` without connecting: the URL, user and TLS files are usable.
+    pub fn check(config: &StoreConfig) -> Result<(), String> {
+        connect::client(config).map(drop)
+    }
+
     /// A store on `config.redis_url` (which must be set). Connects lazily: a
     /// gateway whose Redis is down starts, degraded, and connects when it is back.
     pub fn new(config: &StoreConfig, replica: &str) -> Result<Self, String> {
-        let url = config.redis_url.as_ref().ok_or("store.redis_url is not set")?;
-        // The URL may carry a password: name the problem, never the URL.
-        let client = Client::open(url.expose().as_str()).map_err(|e| format!("store.redis_url: {}", e.category()))?;
+        let client = connect::client(config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -175,32 +180,6 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
-    }
-}
-
-/// The `reason` label of a failed command.
-fn reason(e: &redis::RedisError) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connection_refusal() {
-        "refused"
-    } else if e.is_io_error() || e.is_connection_dropped() {
-        "lost"
-    } else {
-        "other"
-    }
-}
-
-/// Why a command failed, without the URL (it may hold a password).
-fn describe(e: &redis::RedisError) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connection_refusal() {
-        "connection refused".into()
-    } else if e.is_io_error() || e.is_connection_dropped() {
-        "connection lost".into()
-    } else {
-        format!("{} ({})", e.category(), e.code().unwrap_or("client"))
     }
 }
 
