@@ -138,3 +138,7 @@ fn limited(caller: &str, burst: u32, wait: Duration) -> Response {
     headers.insert(RESET.clone(), HeaderValue::from(secs));
     response
 }
+
+#[cfg(test)]
+#[path = "rate_limit_tests.rs"]
+mod tests;
