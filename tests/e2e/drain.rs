@@ -95,7 +95,10 @@ struct Balancer {
     /// Probe answers outside the contract (a 503 that is not problem+json `not_ready`, ...).
     odd: Mutex<Vec<String>>,
     next: AtomicUsize,
+    /// Stops the probes.
     stop: AtomicBool,
+    /// Stops the load ([`generate_load`]).
+    load_done: AtomicBool,
     /// Per replica, requests of the load answered so far.
     answered: Vec<AtomicUsize>,
     /// Notified at every answer of the load.
@@ -125,6 +128,7 @@ impl Balancer {
             odd: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            load_done: AtomicBool::new(false),
             answered: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             progress: tokio::sync::Notify::new(),
         });
@@ -256,20 +260,19 @@ async fn send(http: &reqwest::Client, url: &str, load: Load) -> Result<(u16, Val
     Ok((status, body))
 }
 
-/// A steady stream for `run`: one request every `every`, at most `concurrency`
+/// A steady stream until `lb.load_done`: one request every `every`, at most `concurrency`
 /// in flight, each to the replica the balancer picks; half cache hits, 30 %
 /// misses, 20 % CommBox long-polls. Requests with no ready replica to go to
 /// count as failures.
-async fn generate_load(lb: Arc<Balancer>, run: Duration, every: Duration, concurrency: usize) -> Vec<Sent> {
+async fn generate_load(lb: Arc<Balancer>, every: Duration, concurrency: usize) -> Vec<Sent> {
     let http = client();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let started = Instant::now();
     let mut in_flight = Vec::new();
     let mut unsent = Vec::new();
     let mut i = 0_usize;
-    while started.elapsed() < run {
+    while !lb.load_done.load(Ordering::SeqCst) {
         tick.tick().await;
         let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
         let load = match i % 10 {
@@ -448,18 +451,24 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     let lb = Balancer::start(vec![a_url.clone(), fleet.b.url()]);
     lb.until_ready(0).await;
     lb.until_ready(1).await;
-    let run = Duration::from_secs(4);
-    let load = tokio::spawn(generate_load(Arc::clone(&lb), run, Duration::from_millis(7), 16));
+    let started = Instant::now();
+    let load = tokio::spawn(generate_load(Arc::clone(&lb), Duration::from_millis(7), 16));
 
-    // Mid-run (once both replicas have answered a good part of the load), the rollout reaches A.
+    // Once both replicas have answered a good part of the load, the rollout reaches A.
     lb.until_answered(&[80, 80]).await;
     let signalled = Instant::now();
     let exit = sigterm(a);
     let stragglers = stragglers(&lb, a_url);
 
-    let sent = load.await.unwrap();
-    let stragglers = stragglers.await.unwrap();
+    // The load goes on through A's whole drain, however slow the machine, and
+    // until B has served a good part of it alone.
     let Exit { code, took, gw: a } = exit.await.unwrap();
+    let b_so_far = lb.answered[1].load(Ordering::SeqCst);
+    lb.until_answered(&[0, b_so_far + 100]).await;
+    lb.load_done.store(true, Ordering::SeqCst);
+    let sent = load.await.unwrap();
+    let run = started.elapsed();
+    let stragglers = stragglers.await.unwrap();
     lb.stop.store(true, Ordering::SeqCst);
 
     // Not one failure, in the load or among the stragglers.

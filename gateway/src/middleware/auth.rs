@@ -15,9 +15,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::future::{Either, Ready, ready};
 use gateway_config::{AuthConfig, RateLimit, Secret};
+use governor::RateLimiter;
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{RateLimiter, clock::DefaultClock};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
@@ -26,7 +28,42 @@ use super::redact::QueryCredential;
 use crate::error::{ApiError, AuthError};
 
 /// A per-key GCRA limiter that reports remaining capacity.
-pub type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+pub type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, StateInformationMiddleware>;
+
+/// The clock of the per-key limiters: the system's; in unit tests governor's
+/// `FakeRelativeClock`, which moves only when the test moves it, so that rate
+/// limit timing is tested without sleeping ([`Keys::with_fake_clock`]).
+#[derive(Clone, Debug)]
+pub enum LimiterClock {
+    System {
+        clock: DefaultClock,
+        origin: <DefaultClock as Clock>::Instant,
+    },
+    #[cfg(test)]
+    Fake(governor::clock::FakeRelativeClock),
+}
+
+impl LimiterClock {
+    fn system() -> Self {
+        let clock = DefaultClock::default();
+        let origin = clock.now();
+        Self::System { clock, origin }
+    }
+}
+
+impl Clock for LimiterClock {
+    /// Time since the clock was made: one instant type for both clocks (the
+    /// limiter only ever subtracts instants).
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            Self::System { clock, origin } => clock.now().duration_since(*origin),
+            #[cfg(test)]
+            Self::Fake(clock) => clock.now(),
+        }
+    }
+}
 
 /// An authenticated caller (one API key).
 pub struct Caller {
@@ -62,6 +99,16 @@ impl Keys {
     }
 
     pub fn from_config(auth: &AuthConfig) -> Self {
+        Self::with_clock(auth, LimiterClock::system)
+    }
+
+    /// The keys with every limiter on `clock` (clones of a fake clock share its time).
+    #[cfg(test)]
+    pub fn with_fake_clock(auth: &AuthConfig, clock: &governor::clock::FakeRelativeClock) -> Self {
+        Self::with_clock(auth, || LimiterClock::Fake(clock.clone()))
+    }
+
+    fn with_clock(auth: &AuthConfig, clock: impl Fn() -> LimiterClock) -> Self {
         let callers = auth
             .keys
             .iter()
@@ -70,7 +117,7 @@ impl Keys {
                     name: Arc::from(name.as_str()),
                     sha256: key.sha256,
                     providers: key.providers.as_ref().map(|p| p.iter().cloned().collect()),
-                    limiter: RateLimiter::direct(providers::outbound::quota(&key.rate_limit))
+                    limiter: RateLimiter::direct_with_clock(providers::outbound::quota(&key.rate_limit), clock())
                         .with_middleware::<StateInformationMiddleware>(),
                     rate_limit: key.rate_limit,
                     webhook_secret: key.resolved_webhook_secret.clone(),
@@ -175,3 +222,7 @@ where
         }
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;

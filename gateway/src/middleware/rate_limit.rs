@@ -22,7 +22,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures::future::{BoxFuture, FutureExt};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use tower::{Layer, Service};
 
 use super::auth::Caller;
@@ -87,7 +87,8 @@ where
         let local = match caller.limiter.check() {
             Ok(snapshot) => u64::from(snapshot.remaining_burst_capacity()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                // Measured on the limiter's own clock, the one that judged it.
+                let wait = not_until.wait_time_from(caller.limiter.clock().now());
                 return futures::future::ready(Ok(limited(&caller.name, burst, wait))).boxed();
             }
         };
@@ -138,3 +139,7 @@ fn limited(caller: &str, burst: u32, wait: Duration) -> Response {
     headers.insert(RESET.clone(), HeaderValue::from(secs));
     response
 }
+
+#[cfg(test)]
+#[path = "rate_limit_tests.rs"]
+mod tests;
