@@ -17,7 +17,6 @@ use tower_test::mock;
 use super::*;
 use crate::error::Problem;
 use crate::middleware::auth::{AuthLayer, AuthService, Keys};
-use crate::store::memory::MemoryStore;
 
 const A_KEY: &str = "a-key-0123456789abcdef";
 const B_KEY: &str = "b-key-0123456789abcdef";
@@ -38,7 +37,7 @@ fn keys(clock: &FakeRelativeClock) -> Arc<Keys> {
 }
 
 /// Auth then the rate limit (as in `app.rs`) over a mock inner service. The
-/// embedded store is not shared: the local limiter alone decides.
+/// embedded store has no fleet: the local limiter alone decides.
 struct Stack {
     service: mock::Spawn<AuthService<RateLimitService<mock::Mock<Request, Response>>>>,
     inner: mock::Handle<Request, Response>,
@@ -46,9 +45,8 @@ struct Stack {
 
 impl Stack {
     fn new(clock: &FakeRelativeClock) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1 << 20));
         let (service, mut inner) = mock::spawn_with(|mock| {
-            AuthLayer::new(keys(clock)).layer(RateLimitLayer::new(Arc::clone(&store)).layer(mock))
+            AuthLayer::new(keys(clock)).layer(RateLimitLayer::new(None).layer(mock))
         });
         inner.allow(u64::MAX);
         Self { service, inner }
@@ -153,8 +151,7 @@ async fn each_key_has_its_own_limit() {
 /// request to let through unlimited.
 #[tokio::test]
 async fn a_request_without_a_caller_is_an_internal_error_and_not_passed_on() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1 << 20));
-    let (mut service, mut inner) = mock::spawn_layer::<Request, Response, _>(RateLimitLayer::new(store));
+    let (mut service, mut inner) = mock::spawn_layer::<Request, Response, _>(RateLimitLayer::new(None));
     inner.allow(1);
     assert!(service.poll_ready().is_ready());
     let response = service.call(Request::new(Body::empty())).await.unwrap();
