@@ -232,12 +232,13 @@ fn set_path(root: &mut Value, path: &[String], value: Value) {
 
 /// A stand-in for the secret in `var` (the `field` naming it) that passes the
 /// config's format rules; distinct per variable, as two callers' keys must be.
-fn dummy_secret(field: &str, var: &str) -> String {
+/// `tls`: the store is configured for TLS, so its URL is `rediss://`.
+fn dummy_secret(field: &str, var: &str, tls: bool) -> String {
     if field.starts_with("webhook_secret") {
         let key: Vec<u8> = var.bytes().chain(std::iter::repeat(b'#')).take(32).collect();
         format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
     } else if field.ends_with("redis_url") {
-        "redis://redis.secret.invalid:6379/0".to_owned()
+        if tls { "rediss://redis.secret.invalid:6380/0" } else { "redis://redis.secret.invalid:6379/0" }.to_owned()
     } else {
         // At least 24 of `A-Za-z0-9_-`: a valid callback token and a header-safe vendor token.
         format!("dummy_{}_{}", var.to_ascii_lowercase(), "x".repeat(24))
@@ -334,6 +335,9 @@ fn check_overlay(overlay: &str, docs: &[Value]) -> Vec<String> {
             "gateway.yaml has the secret `{path}` inline; use its `*_env` form and the Secret (deploy/README.md)"
         ));
     }
+    // A `store.tls` (in the file or from an override) means the Secret's URL is `rediss://`.
+    let tls_store = at(&raw, "store.tls").is_some()
+        || env.keys().any(|var| var.starts_with(&format!("{OVERRIDE_PREFIX}STORE__TLS__")));
     let mut effective = raw.clone();
     for (var, source) in &env {
         let Some(rest) = var.strip_prefix(OVERRIDE_PREFIX) else { continue };
@@ -345,7 +349,7 @@ fn check_overlay(overlay: &str, docs: &[Value]) -> Vec<String> {
                 }
                 serde_yaml::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.clone()))
             }
-            _ => Value::String(dummy_secret(path.last().map_or("", String::as_str), var)),
+            _ => Value::String(dummy_secret(path.last().map_or("", String::as_str), var, tls_store)),
         };
         set_path(&mut effective, &path, value);
     }
@@ -360,7 +364,7 @@ fn check_overlay(overlay: &str, docs: &[Value]) -> Vec<String> {
         .filter_map(|(var, source)| match source {
             EnvSource::Literal(v) => Some((var.clone(), v.clone())),
             EnvSource::Secret | EnvSource::ConfigMap => {
-                Some((var.clone(), dummy_secret(field_of.get(var.as_str()).copied().unwrap_or(""), var)))
+                Some((var.clone(), dummy_secret(field_of.get(var.as_str()).copied().unwrap_or(""), var, tls_store)))
             }
             EnvSource::Other => None,
         })
@@ -387,6 +391,32 @@ fn check_overlay(overlay: &str, docs: &[Value]) -> Vec<String> {
     for (provider_name, provider) in &config.providers {
         if let Err(errors) = providers::Provider::from_config(provider) {
             fail(format!("providers.{provider_name} is refused by its adapter (check-config): {}", errors.join("; ")));
+        }
+    }
+
+    // The store's TLS files are mounted read-only from a Secret volume.
+    let tls = &config.store.tls;
+    for (key, file) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+        let Some(file) = file.as_ref().and_then(|f| f.to_str()) else { continue };
+        let mount = seq_at(container, "volumeMounts").iter().find(|m| {
+            str_at(m, "mountPath").is_some_and(|dir| file.starts_with(&format!("{}/", dir.trim_end_matches('/'))))
+        });
+        let Some(mount) = mount else {
+            fail(format!("store.tls.{key} {file}: no volumeMount of the gateway container holds it"));
+            continue;
+        };
+        let volume_name = str_at(mount, "name").unwrap_or("?");
+        let volume = seq_at(pod, "spec.volumes").iter().find(|v| str_at(v, "name") == Some(volume_name));
+        if volume.and_then(|v| str_at(v, "secret.secretName")).is_none() {
+            fail(format!("store.tls.{key} {file}: volume `{volume_name}` is not a Secret volume"));
+        }
+        if bool_at(mount, "readOnly") != Some(true) {
+            fail(format!("store.tls.{key} {file}: its volumeMount is not readOnly"));
+        }
+        let items = volume.map(|v| seq_at(v, "secret.items")).unwrap_or_default();
+        let name = Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !items.is_empty() && !items.iter().any(|i| str_at(i, "path") == Some(name)) {
+            fail(format!("store.tls.{key} {file}: the Secret volume `{volume_name}` has no item at path {name}"));
         }
     }
 
@@ -687,7 +717,7 @@ fn pod_problems(deployment: &Value, fail: &mut impl FnMut(String)) {
 fn every_overlay_renders_and_fits_the_gateway() {
     let overlays = overlays();
     let names: Vec<&str> = overlays.iter().map(|(n, _)| n.as_str()).collect();
-    for wanted in ["dev", "prod"] {
+    for wanted in ["dev", "prod", "managed-redis"] {
         assert!(names.contains(&wanted), "deploy/overlays/{wanted} is missing (found: {names:?})");
     }
     let mut report = Vec::new();
