@@ -351,6 +351,7 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
         "ServerConfig" => serde_fields::<ServerConfig>(),
         "StoreConfig" => serde_fields::<StoreConfig>(),
         "StoreTlsConfig" => serde_fields::<crate::StoreTlsConfig>(),
+        "SentinelConfig" => serde_fields::<crate::SentinelConfig>(),
         "WebhooksConfig" => serde_fields::<WebhooksConfig>(),
         "TelemetryConfig" => serde_fields::<TelemetryConfig>(),
         "KeyConfig" => serde_fields::<KeyConfig>(),

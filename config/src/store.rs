@@ -35,6 +35,10 @@ pub struct StoreConfig {
     /// Redis only, with a `rediss://` URL: how the server is verified and the
     /// gateway identifies itself.
     pub tls: StoreTlsConfig,
+    /// Redis behind Sentinel, instead of `redis_url`: the gateway asks the
+    /// sentinels for the primary and follows a failover without a restart.
+    /// `username`/`password_env` are the primary's credentials.
+    pub sentinel: Option<SentinelConfig>,
     /// How long completed results are served from the store.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "Humantime")]
@@ -77,6 +81,7 @@ impl Default for StoreConfig {
             password_env: None,
             password: None,
             tls: StoreTlsConfig::default(),
+            sentinel: None,
             summary_ttl: Duration::from_secs(12 * 3600),
             failure_ttl: Duration::from_secs(60),
             question_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -106,6 +111,28 @@ pub struct StoreTlsConfig {
     pub insecure_skip_verify: bool,
 }
 
+/// `store.sentinel`: where Redis Sentinel says the primary is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under (`sentinel monitor <master> ...`).
+    pub master: String,
+    /// The sentinels, `host:port` each (26379 is Sentinel's usual port). Asked in
+    /// turn; one that answers is enough.
+    pub nodes: Vec<String>,
+    /// The environment variable holding the sentinels' own password
+    /// (`requirepass` of the sentinels), if they have one.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The sentinels' password read from `password_env` (never serialized).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub password: Option<Secret<String>>,
+    /// The database number on the primary.
+    #[serde(default)]
+    pub db: i64,
+}
+
 impl StoreTlsConfig {
     fn is_set(&self) -> bool {
         self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some() || self.insecure_skip_verify
@@ -113,8 +140,22 @@ impl StoreTlsConfig {
 }
 
 impl StoreConfig {
-    /// Reads `password_env`.
+    /// Whether replicas share a Redis (by `redis_url` or through Sentinel).
+    pub fn is_shared(&self) -> bool {
+        self.redis_url.is_some() || self.sentinel.is_some()
+    }
+
+    /// Reads `password_env` (and the sentinels').
     pub(crate) fn resolve(&mut self, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+        if let Some(sentinel) = &mut self.sentinel
+            && let Some(var) = &sentinel.password_env
+        {
+            match env(var) {
+                Some(value) if !value.is_empty() => sentinel.password = Some(Secret::new(value)),
+                Some(_) => errors.push(env_problem("store.sentinel.password_env", var, "is empty")),
+                None => errors.push(env_problem("store.sentinel.password_env", var, "is not set")),
+            }
+        }
         if let Some(var) = &self.password_env {
             let problem = match env(var) {
                 Some(value) if !value.is_empty() => {
@@ -124,7 +165,7 @@ impl StoreConfig {
                 Some(_) => "is empty",
                 None => "is not set",
             };
-            errors.push(ConfigError::new("store.password_env", format!("environment variable {var} {problem}")));
+            errors.push(env_problem("store.password_env", var, problem));
         }
     }
 
@@ -150,8 +191,12 @@ impl StoreConfig {
                 "must be 1 or more of a-z, A-Z, 0-9, `-`, `_`, `:` and `.` (no `{}`: hash tags are the gateway's)",
             ));
         }
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.validate(self, errors);
+        }
         match &self.redis_url {
             Some(url) => self.validate_url(url.expose(), errors),
+            None if self.sentinel.is_some() => {}
             None => {
                 for (set, key) in [
                     (self.username.is_some(), "username"),
@@ -204,6 +249,33 @@ impl StoreConfig {
                     "store.tls.insecure_skip_verify",
                     "is allowed only for a Redis on a loopback address; give the server's CA in store.tls.ca_file instead",
                 ));
+            }
+        }
+    }
+}
+
+fn env_problem(path: &str, var: &str, problem: &str) -> ConfigError {
+    ConfigError::new(path, format!("environment variable {var} {problem}"))
+}
+
+impl SentinelConfig {
+    fn validate(&self, store: &StoreConfig, errors: &mut Vec<ConfigError>) {
+        if store.redis_url.is_some() {
+            errors.push(ConfigError::new("store.sentinel", "give either store.redis_url or store.sentinel, not both"));
+        }
+        if store.tls.is_set() {
+            errors.push(ConfigError::new("store.tls", "is not supported with store.sentinel by this build"));
+        }
+        if self.master.is_empty() {
+            errors.push(ConfigError::new("store.sentinel.master", "must not be empty"));
+        }
+        if self.nodes.is_empty() {
+            errors.push(ConfigError::new("store.sentinel.nodes", "at least one sentinel is required"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let port = node.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                errors.push(ConfigError::new(format!("store.sentinel.nodes.{i}"), "must be host:port"));
             }
         }
     }

@@ -384,6 +384,13 @@ fn tls_and_acl_users_of_the_redis_store_are_checked_with_their_paths() {
     );
     has(&check("{ redis_url: 'redis://r', password_env: NOPE }", &[]), "store.password_env", "NOPE is not set");
     has(&check("{ username: gw }", &[]), "store.username", "needs store.redis_url");
+    let sentinel = "{ sentinel: { master: m, nodes: ['10.0.0.1:26379', '[::1]:26379'] }, username: gw }";
+    assert!(check(sentinel, &[]).is_empty(), "{:?}", check(sentinel, &[]));
+    let m = check("{ redis_url: 'redis://r', sentinel: { master: '', nodes: [nohost, ':1'] } }", &[]);
+    has(&m, "store.sentinel", "not both");
+    has(&m, "store.sentinel.master", "empty");
+    has(&m, "store.sentinel.nodes.0", "host:port");
+    has(&m, "store.sentinel.nodes.1", "host:port");
     has(&check("{ redis_url: 'redis://r', password: x }", &[]), "store.password", "unknown field");
 }
 

@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 mod otlp;
 mod redis_secure;
+mod redis_sentinel;
 mod redis_support;
 mod replicas;
 mod schemathesis;

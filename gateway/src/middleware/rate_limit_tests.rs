@@ -45,9 +45,8 @@ struct Stack {
 
 impl Stack {
     fn new(clock: &FakeRelativeClock) -> Self {
-        let (service, mut inner) = mock::spawn_with(|mock| {
-            AuthLayer::new(keys(clock)).layer(RateLimitLayer::new(None).layer(mock))
-        });
+        let (service, mut inner) =
+            mock::spawn_with(|mock| AuthLayer::new(keys(clock)).layer(RateLimitLayer::new(None).layer(mock)));
         inner.allow(u64::MAX);
         Self { service, inner }
     }

@@ -304,14 +304,15 @@ pub struct Stores {
 /// What only building the store can check without connecting (the TLS files
 /// readable and in PEM): for `check-config`, which must not need the store up.
 pub fn check(config: &StoreConfig) -> Result<(), String> {
-    if config.redis_url.is_some() { RedisStore::check(config) } else { Ok(()) }
+    if config.is_shared() { RedisStore::check(config) } else { Ok(()) }
 }
 
 impl Stores {
-    /// The store `config` names: Redis with `store.redis_url`, else the embedded one.
+    /// The store `config` names: Redis with `store.redis_url` or `store.sentinel`,
+    /// else the embedded one.
     /// `replica` is this process's name in leases and flights.
     pub fn from_config(config: &StoreConfig, replica: &str) -> Result<Self, String> {
-        if config.redis_url.is_some() {
+        if config.is_shared() {
             let redis = Arc::new(RedisStore::new(config, replica)?);
             let mut stores = Self::of(&redis);
             stores.fleet = Some(Arc::clone(&redis) as Arc<dyn Fleet>);

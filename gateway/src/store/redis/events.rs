@@ -2,6 +2,7 @@
 //! subscription per replica that reconnects (with backoff) and tells the
 //! gateway to look again ([`StoreEvent::Resync`]) whenever it may have missed some.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,23 +16,36 @@ use crate::store::{EventSink, StoreEvent};
 impl RedisStore {
     /// Delivers other replicas' events to `sink` until `shutdown`, in a task of its own.
     pub(super) fn spawn_subscription(&self, sink: EventSink, shutdown: CancellationToken) {
-        let client = self.client.clone();
+        let primary = Arc::clone(&self.primary);
         let channel = self.channel();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             let mut connected_before = false;
+            let mut changes = primary.changes();
             loop {
+                changes.borrow_and_update();
+                // The primary of now (with Sentinel: once one is known).
+                let client = primary.node().map(|node| node.client.clone());
                 let session = async {
+                    let Ok(client) = client else { return Ok(None) };
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
+                    Ok::<_, redis::RedisError>(Some(pubsub))
                 };
                 let connected = tokio::select! {
                     r = session => r,
                     () = shutdown.cancelled() => return,
                 };
                 match connected {
-                    Ok(mut pubsub) => {
+                    Ok(None) => {
+                        // No primary yet: wait for one to be named.
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                        continue;
+                    }
+                    Ok(Some(mut pubsub)) => {
                         backoff = Duration::from_millis(100);
                         if connected_before {
                             tracing::info!("redis events: resubscribed");
@@ -49,10 +63,12 @@ impl RedisStore {
                                     }
                                     None => break,
                                 },
+                                // A failover: subscribe on the new primary.
+                                _ = changes.changed() => break,
                                 () = shutdown.cancelled() => return,
                             }
                         }
-                        tracing::warn!("redis events: subscription lost; reconnecting");
+                        tracing::warn!("redis events: subscription lost (or the primary changed); resubscribing");
                         // Whatever happens while disconnected is missed: look again once back.
                         sink(StoreEvent::Resync);
                     }

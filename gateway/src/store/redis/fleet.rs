@@ -14,7 +14,7 @@ use crate::store::{EventSink, Fleet, FlightClaim, RateVerdict, StoreError, Store
 #[async_trait]
 impl Fleet for RedisStore {
     async fn claim_flight(&self, id: &str, ttl: Duration) -> Result<FlightClaim, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let answer: Vec<u8> = self
             .run(
                 self.scripts
@@ -38,7 +38,7 @@ impl Fleet for RedisStore {
     }
 
     async fn end_flight(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let message = encode_event(&StoreEvent::FlightEnded { id: id.to_owned() });
         self.run(
             self.scripts
@@ -62,7 +62,7 @@ impl Fleet for RedisStore {
     }
 
     async fn release_lease(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         self.run(
             self.scripts
                 .release_lease
@@ -75,7 +75,7 @@ impl Fleet for RedisStore {
     }
 
     async fn nudge(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let message = encode_event(&StoreEvent::Nudge { id: id.to_owned() });
         self.run(redis::cmd("PUBLISH").arg(self.channel()).arg(message).query_async::<i64>(&mut conn)).await.map(drop)
     }
@@ -86,7 +86,7 @@ impl Fleet for RedisStore {
 
     async fn rate_limit(&self, key: &str, per_second: f64, burst: u32) -> Result<RateVerdict, StoreError> {
         let interval_us = (1_000_000.0 / per_second).max(1.0);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let (allowed, value): (i64, i64) = self
             .run(
                 self.scripts
@@ -108,7 +108,7 @@ impl Fleet for RedisStore {
 
 impl RedisStore {
     async fn lease(&self, script: &Script, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let held: i64 = self
             .run(
                 script

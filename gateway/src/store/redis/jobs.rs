@@ -16,7 +16,7 @@ impl JobStore for RedisStore {
         // The job (and this replica's lease) first, then its pending resource: a
         // pending resource always has a job behind it that some replica polls.
         let json = to_json(&job)?;
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let summary_key = self.summary_key(&job.id);
         self.run(async {
             self.scripts
@@ -41,7 +41,7 @@ impl JobStore for RedisStore {
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let (job, callbacks): (Option<String>, Vec<String>) = self
             .run(
                 redis::pipe()
@@ -60,7 +60,7 @@ impl JobStore for RedisStore {
     }
 
     async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let raw: Vec<String> = self
             .run(
                 self.scripts
@@ -82,7 +82,7 @@ impl JobStore for RedisStore {
 
     async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError> {
         let json = to_json(&target)?;
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let added: i64 = self
             .run(
                 self.scripts
@@ -106,7 +106,7 @@ impl JobStore for RedisStore {
         let body = String::from_utf8_lossy(&summary.body).into_owned();
         let callbacks_key = self.jobs_key(&format!("callbacks:{id}"));
         for _ in 0..8 {
-            let mut conn = self.conn();
+            let mut conn = self.conn()?;
             let targets: Vec<String> =
                 self.run(redis::cmd("SMEMBERS").arg(&callbacks_key).query_async(&mut conn)).await?;
             let now = now_ms();

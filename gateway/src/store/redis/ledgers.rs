@@ -13,7 +13,7 @@ use crate::store::{QuestionLedger, QuestionLedgers, StoreError};
 #[async_trait]
 impl QuestionLedgers for RedisStore {
     async fn question_ledger(&self, provider: &str, conversation: &str) -> Result<Option<QuestionLedger>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let key = self.key(&format!("q:{provider}:{conversation}"), "ledger");
         let fields: Vec<(String, String)> = self.run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn)).await?;
         if fields.is_empty() {
@@ -40,7 +40,7 @@ impl QuestionLedgers for RedisStore {
         for q in &questions {
             invocation.arg(&q.id).arg(to_json(q)?);
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         self.run(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
     }
 }

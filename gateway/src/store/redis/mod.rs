@@ -41,23 +41,26 @@ mod fleet;
 mod jobs;
 mod ledgers;
 mod outbox;
+mod primary;
 mod summaries;
 mod vendor_state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_config::StoreConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::Script;
+use redis::aio::ConnectionManager;
 
 use self::breaker::Breaker;
 use self::connect::{describe, reason};
+use self::primary::Primary;
 use super::StoreError;
 
 /// The shared Redis store of one replica.
 pub struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    /// The Redis commands go to (followed through failovers with Sentinel).
+    primary: Arc<Primary>,
     prefix: String,
     /// This replica's name in leases and flights.
     replica: String,
@@ -111,23 +114,15 @@ impl Scripts {
 impl RedisStore {
     /// Builds the client of `config` without connecting: the URL, user and TLS files are usable.
     pub fn check(config: &StoreConfig) -> Result<(), String> {
-        connect::client(config).map(drop)
+        if config.sentinel.is_some() { Ok(()) } else { connect::client(config).map(drop) }
     }
 
-    /// A store on `config.redis_url` (which must be set). Connects lazily: a
-    /// gateway whose Redis is down starts, degraded, and connects when it is back.
+    /// A store on `config.redis_url`, or on the primary `config.sentinel` names.
+    /// Connects lazily: a gateway whose Redis is down starts, degraded, and
+    /// connects when it is back.
     pub fn new(config: &StoreConfig, replica: &str) -> Result<Self, String> {
-        let client = connect::client(config)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| format!("store.redis_url: {}", e.category()))?;
         Ok(Self {
-            client,
-            conn,
+            primary: Primary::new(config)?,
             prefix: config.key_prefix.clone(),
             replica: replica.to_owned(),
             job_lease: config.job_lease,
@@ -169,6 +164,7 @@ impl RedisStore {
             }
             Ok(Err(e)) => {
                 metrics::counter!(crate::metrics::STORE_ERRORS, "reason" => reason(&e)).increment(1);
+                self.primary.failed(&e);
                 Err(self.breaker.fail(&describe(&e)))
             }
             Err(_) => {
@@ -178,8 +174,9 @@ impl RedisStore {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// A connection to the primary (cheap: a handle on a multiplexed connection).
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        Ok(self.primary.node()?.conn.clone())
     }
 }
 

@@ -14,7 +14,7 @@ impl Outbox for RedisStore {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let raw: Vec<String> = self
             .run(
                 self.scripts
@@ -32,7 +32,7 @@ impl Outbox for RedisStore {
 
     async fn retry_delivery(&self, delivery: Delivery) -> Result<(), StoreError> {
         let json = to_json(&delivery)?;
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         self.run(
             self.scripts
                 .retry_delivery
@@ -48,7 +48,7 @@ impl Outbox for RedisStore {
     }
 
     async fn remove_delivery(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         self.run(
             redis::pipe()
                 .atomic()
@@ -66,7 +66,7 @@ impl Outbox for RedisStore {
     }
 
     async fn next_delivery_ms(&self) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let first: Vec<(String, f64)> = self
             .run(redis::cmd("ZRANGE").arg(self.jobs_key("due")).arg(0).arg(0).arg("WITHSCORES").query_async(&mut conn))
             .await?;

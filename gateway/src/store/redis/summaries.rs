@@ -14,14 +14,14 @@ use crate::store::{StoreError, StoreHealth, StoredSummary, SummaryStore};
 impl SummaryStore for RedisStore {
     async fn get_summary(&self, id: &str) -> Result<Option<StoredSummary>, StoreError> {
         let key = self.summary_key(id);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let raw: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(&key).query_async(&mut conn)).await?;
         raw.map(|r| decode_summary(&r)).transpose()
     }
 
     async fn put_summary(&self, id: &str, summary: StoredSummary, ttl: Duration) -> Result<(), StoreError> {
         let key = self.summary_key(id);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         self.run(
             redis::cmd("SET").arg(&key).arg(encode_summary(&summary)).arg("PX").arg(ttl_ms(ttl)).query_async(&mut conn),
         )
@@ -40,7 +40,7 @@ impl StoreHealth for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         // Not behind the breaker: readiness must see the moment Redis is back.
         match tokio::time::timeout(self.timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await {
             Ok(Ok(_)) => {

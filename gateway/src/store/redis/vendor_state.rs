@@ -22,12 +22,12 @@ fn shared_error(e: StoreError) -> SharedError {
 #[async_trait]
 impl SharedState for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<String>, SharedError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         self.run(redis::cmd("GET").arg(self.shared_key(key)).query_async(&mut conn)).await.map_err(shared_error)
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SharedError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         self.run(
             redis::cmd("SET").arg(self.shared_key(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).query_async(&mut conn),
         )
@@ -37,7 +37,7 @@ impl SharedState for RedisStore {
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<String>, SharedError> {
         let token = format!("{}:{}", self.replica, uuid::Uuid::new_v4().simple());
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         let set: Option<String> = self
             .run(
                 redis::cmd("SET")
@@ -54,7 +54,7 @@ impl SharedState for RedisStore {
     }
 
     async fn unlock(&self, key: &str, token: &str) -> Result<(), SharedError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         self.run(self.scripts.unlock.key(self.shared_key(key)).arg(token).invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
@@ -63,7 +63,7 @@ impl SharedState for RedisStore {
 
     async fn try_acquire_slot(&self, key: &str, max: usize, ttl: Duration) -> Result<Option<String>, SharedError> {
         let token = format!("{}:{}", self.replica, uuid::Uuid::new_v4().simple());
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         let got: i64 = self
             .run(
                 self.scripts
@@ -80,7 +80,7 @@ impl SharedState for RedisStore {
     }
 
     async fn release_slot(&self, key: &str, token: &str) -> Result<(), SharedError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(shared_error)?;
         self.run(redis::cmd("ZREM").arg(self.shared_key(key)).arg(token).query_async::<i64>(&mut conn))
             .await
             .map(drop)
