@@ -39,7 +39,7 @@ pub fn config(
         .replace("${COMMBOX_URL}", &sims.commbox.base_url())
         .replace("${ELEVATEAI_URL}", &sims.elevateai.base_url());
     let set: Vec<(&str, &str)> = redis_url.map(|url| ("store.redis_url", url)).into_iter().collect();
-    let mut config = Config::from_yaml_with_env_overrides_and(&yaml, &set)?;
+    let mut config = Config::from_yaml_with_env_overrides_and(&providers::registry::config_types(), &yaml, &set)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
     }

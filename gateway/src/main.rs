@@ -146,7 +146,7 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     for warning in gateway_config::override_warnings() {
         eprintln!("summary-gateway: warning: {warning}");
     }
-    Config::load(&path).map_err(|errors| {
+    Config::load(&providers::registry::config_types(), &path).map_err(|errors| {
         let overrides = if errors.iter().any(|e| e.env_var.is_some()) { " with its environment overrides" } else { "" };
         eprintln!("summary-gateway: {}{overrides} has {} problem(s):", path.display(), errors.0.len());
         for e in errors.iter() {

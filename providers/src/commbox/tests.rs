@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, VendorConfig};
+use gateway_config::{CommBoxConfig, Config};
 
 use super::simulator::{CommBoxSimulator, RunningSimulator, SimOptions};
 use super::*;
@@ -22,9 +22,9 @@ fn adapter(base_url: &str, token: &str) -> CommBox {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  cb:\n    type: commbox\n    base_url: {base_url}\n    token: {token}\n    timeout: 3s\n"
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let config = Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap();
     let p = &config.providers["cb"];
-    let VendorConfig::CommBox(c) = &p.vendor else { panic!("not commbox") };
+    let Some(c) = p.vendor.settings::<CommBoxConfig>() else { panic!("not commbox") };
     CommBox::new(Arc::from("cb"), &p.common, c, &AnswerBudget::default()).unwrap()
 }
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, VendorConfig};
+use gateway_config::{Config, YeastarConfig};
 
 use super::simulator::{RunningSimulator, SimOptions, YeastarSimulator};
 use super::*;
@@ -34,13 +34,13 @@ fn config(base_url: &str, secret: &str, timeout: &str) -> Config {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {base_url}\n    client_id: demo-client-id\n    client_secret: {secret}\n    timeout: {timeout}\n"
     );
-    Config::from_yaml(&yaml, &|_| None).unwrap()
+    Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap()
 }
 
 fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
     let config = config(base_url, secret, timeout);
     let p = &config.providers["pbx"];
-    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
+    let Some(y) = p.vendor.settings::<YeastarConfig>() else { panic!("not yeastar") };
     Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap()
 }
 
@@ -72,9 +72,9 @@ fn accepts_src_or_dst_and_string_timestamps() {
 #[test]
 fn a_mapping_override_follows_a_renamed_field() {
     let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: i\n    client_secret: s\n    mappings: { summary: { text: \"$.data.*.summary_html\", participant_name: \"$.data.*.agent\" } }\n";
-    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    let config = Config::from_yaml(&crate::registry::config_types(), yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
-    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
+    let Some(y) = p.vendor.settings::<YeastarConfig>() else { panic!("not yeastar") };
     let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap();
     let rest = json!({"data": {"dst": {"summary_html": "<p>T</p><ul><li>x</li></ul>", "agent": "Leo"}}});
     let Value::Object(rest) = rest else { panic!() };
