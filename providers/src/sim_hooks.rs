@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 pub struct Simulator {
     /// The vendor's name in prose (`CommBox`), for the demo's banner.
     pub vendor: &'static str,
-    /// `simulate <type>`'s one line of help.
+    /// `simulate <type>`'s one line of help (no final period, as clap writes them).
     pub about: &'static str,
     /// `simulate <type> --listen`'s default.
     pub listen: &'static str,

@@ -260,21 +260,21 @@ pub type RunningSimulator = sim_hooks::Running<CommBoxSimulator>;
 /// This simulator in the registry: `simulate commbox`, and the demo's `commbox-demo`.
 pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
     vendor: "CommBox",
-    about: "CommBox AI Conversation Summary (`/ai-services/summary_conversation`).",
+    about: "CommBox AI Conversation Summary (`/ai-services/summary_conversation`)",
     listen: "127.0.0.1:9002",
     flags: &[
         sim_hooks::SimFlag {
             long: "token",
             value_name: "TOKEN",
             default: "demo-commbox-token",
-            help: Some("The API key it accepts (`Authorization: Bearer`)."),
+            help: Some("The API key it accepts (`Authorization: Bearer`)"),
             check: sim_hooks::parses_as::<String>,
         },
         sim_hooks::SimFlag {
             long: "processing",
             value_name: "PROCESSING",
             default: "2s",
-            help: Some("Time from submission until a summary is final."),
+            help: Some("Time from submission until a summary is final"),
             check: sim_hooks::is_duration,
         },
     ],

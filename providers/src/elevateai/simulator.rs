@@ -466,21 +466,21 @@ pub type RunningSimulator = sim_hooks::Running<ElevateAiSimulator>;
 /// This simulator in the registry: `simulate elevateai`, and the demo's `elevateai-demo`.
 pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
     vendor: "ElevateAI",
-    about: "ElevateAI gen-AI results (`/v1/interactions/...`), seeded with two processed interactions.",
+    about: "ElevateAI gen-AI results (`/v1/interactions/...`), seeded with two processed interactions",
     listen: "127.0.0.1:9003",
     flags: &[
         sim_hooks::SimFlag {
             long: "token",
             value_name: "TOKEN",
             default: "demo-elevateai-token",
-            help: Some("The API token it accepts (`X-API-Token`)."),
+            help: Some("The API token it accepts (`X-API-Token`)"),
             check: sim_hooks::parses_as::<String>,
         },
         sim_hooks::SimFlag {
             long: "max-concurrent",
             value_name: "MAX_CONCURRENT",
             default: "10",
-            help: Some("Gen-AI requests in flight at once before it answers 429 (the account limit)."),
+            help: Some("Gen-AI requests in flight at once before it answers 429 (the account limit)"),
             check: sim_hooks::parses_as::<usize>,
         },
     ],

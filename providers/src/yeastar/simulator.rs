@@ -152,7 +152,7 @@ pub type RunningSimulator = sim_hooks::Running<YeastarSimulator>;
 /// This simulator in the registry: `simulate yeastar`, and the demo's `pbx-demo`.
 pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
     vendor: "Yeastar",
-    about: "Yeastar P-Series (`/openapi/...`), seeded with the docs' example.",
+    about: "Yeastar P-Series (`/openapi/...`), seeded with the docs' example",
     listen: "127.0.0.1:9001",
     flags: &[
         sim_hooks::SimFlag {
