@@ -285,3 +285,15 @@ fn an_http_5xx_from_the_pbx_is_unavailable_and_other_non_200_a_bad_answer() {
         assert!(matches!(err, ProviderError::Rejected { .. }), "{status}: {err:?}");
     }
 }
+
+/// The docs' HTML (`content::html`) as the PBX sends it.
+#[test]
+fn docs_example_has_three_sections_of_three_items() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap();
+    let html = fixture["data"]["dst"]["summary"].as_str().unwrap();
+    let sections = crate::content::html::sections_from_html(html);
+    let titles: Vec<Option<&str>> = sections.iter().map(|s| s.title.as_deref()).collect();
+    assert_eq!(titles, [Some("Call Summary"), Some("Key Points"), Some("Follow-Up Actions")]);
+    assert!(sections.iter().all(|s| s.items.len() == 3), "{sections:?}");
+    assert_eq!(sections[0].items[0], "Kristin Hale was transferred to a human agent regarding a login issue.");
+}
