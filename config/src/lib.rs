@@ -53,11 +53,10 @@ pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
 pub use crate::providers::{
-    COMMBOX_RETENTION, CircuitBreakerConfig, CommBoxConfig, CommonConfig, CommonDefault, ContentFormat,
-    ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant, HttpAuth, HttpConfig, HttpDataSection,
+    CircuitBreakerConfig, CommonConfig, CommonDefault, ContentFormat, HttpAuth, HttpConfig, HttpDataSection,
     HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2, HttpRequestOverride, HttpRequestTemplate,
     MAPPABLE_ERROR_CODES, ProviderConfig, ResolvedAuth, VendorConfig, VendorOf, VendorSettings, VendorType,
-    YeastarConfig, field_names,
+    field_names,
 };
 pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;

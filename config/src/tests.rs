@@ -4,6 +4,9 @@ use std::time::Duration;
 use sha2::Digest;
 
 use super::*;
+use crate::providers::commbox::CommBoxConfig;
+use crate::providers::elevateai::{ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
+use crate::providers::yeastar::YeastarConfig;
 
 /// The vendor types these tests load. A build's list is the providers crate's
 /// registry, which this crate cannot see; these are the types whose keys are here.
@@ -317,11 +320,11 @@ fn the_example_configs_load() {
 fn elevateai_defaults_to_the_vendors_concurrency_limit() {
     let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  a:\n    type: elevateai\n    base_url: https://api.elevateai.com\n    token: t\n  b:\n    type: elevateai\n    base_url: https://api.elevateai.com\n    token: t\n    max_concurrency: 4\n    variant: standard\n    mappings: { topics: { items: \"$.subjects[*]\" } }\n";
     let config = Config::from_yaml(VENDORS, yaml, &|_| None).unwrap();
-    assert_eq!(config.providers["a"].common.max_concurrency, crate::ELEVATEAI_ACCOUNT_CONCURRENCY);
+    assert_eq!(config.providers["a"].common.max_concurrency, ACCOUNT_CONCURRENCY);
     assert_eq!(config.providers["b"].common.max_concurrency, 4);
     assert_eq!(config.providers["b"].common.mappings["topics"]["items"], "$.subjects[*]");
     let Some(b) = config.providers["b"].vendor.settings::<ElevateAiConfig>() else { panic!("not elevateai") };
-    assert_eq!(b.variant, crate::ElevateAiVariant::Standard);
+    assert_eq!(b.variant, ElevateAiVariant::Standard);
     let errors = Config::from_yaml(
         VENDORS,
         "auth: { keys: { t: { key: k } } }\nproviders:\n  a:\n    type: elevateai\n    variant: fancy\n",

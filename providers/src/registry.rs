@@ -7,10 +7,8 @@
 
 use std::sync::Arc;
 
-use gateway_config::{
-    CommBoxConfig, CommonConfig, ElevateAiConfig, HttpConfig, ProviderConfig, VendorOf, VendorSettings, VendorType,
-    YeastarConfig,
-};
+use gateway_config::providers::{commbox::CommBoxConfig, elevateai::ElevateAiConfig, yeastar::YeastarConfig};
+use gateway_config::{CommonConfig, HttpConfig, ProviderConfig, VendorOf, VendorSettings, VendorType};
 
 use crate::outbound::AnswerBudget;
 use crate::shared::SharedState;

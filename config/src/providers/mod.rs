@@ -6,15 +6,16 @@
 //!
 //! Which types there are is not known here: the loader is given them
 //! ([`VendorType`], one per vendor, listed by the providers crate's registry).
-//! Each vendor's keys are a [`VendorSettings`] struct in a file of its own
-//! (`commbox.rs`, `http.rs`, ...).
+//! Each vendor's keys are a [`VendorSettings`] struct in a module of its own
+//! (`providers::commbox::CommBoxConfig`, ...); `type: http`'s are re-exported at the
+//! crate root.
 
 mod circuit_breaker;
-mod commbox;
-mod elevateai;
+pub mod commbox;
+pub mod elevateai;
 mod http;
 mod vendor;
-mod yeastar;
+pub mod yeastar;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,14 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::circuit_breaker::CircuitBreakerConfig;
-pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
-pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
 pub use self::http::{
     ContentFormat, HttpAuth, HttpConfig, HttpDataSection, HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2,
     HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ResolvedAuth,
 };
 pub use self::vendor::{CommonDefault, VendorConfig, VendorOf, VendorSettings, VendorType, field_names};
-pub use self::yeastar::YeastarConfig;
 use crate::EnvLookup;
 use crate::auth::RateLimit;
 use crate::error::{ConfigError, deserialize_all, join};

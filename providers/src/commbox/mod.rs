@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gateway_config::{CommBoxConfig, CommonConfig, Secret};
+use gateway_config::providers::commbox::CommBoxConfig;
+use gateway_config::{CommonConfig, Secret};
 use http::HeaderValue;
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{CommBoxConfig, Config};
+use gateway_config::Config;
+use gateway_config::providers::commbox::CommBoxConfig;
 
 use super::simulator::{CommBoxSimulator, RunningSimulator, SimOptions};
 use super::*;

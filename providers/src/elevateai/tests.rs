@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, ElevateAiConfig};
+use gateway_config::Config;
+use gateway_config::providers::elevateai::ElevateAiConfig;
 
 use super::simulator::{
     BILLING_CALL, ElevateAiSimulator, MARK_UNANSWERABLE, OUTAGE_CHAT, PROCESSING_CALL, RunningSimulator, SimOptions,

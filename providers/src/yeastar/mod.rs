@@ -19,7 +19,8 @@ pub mod token;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_config::{CommonConfig, YeastarConfig};
+use gateway_config::CommonConfig;
+use gateway_config::providers::yeastar::YeastarConfig;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use url::Url;

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, YeastarConfig};
+use gateway_config::Config;
+use gateway_config::providers::yeastar::YeastarConfig;
 
 use super::simulator::{RunningSimulator, SimOptions, YeastarSimulator};
 use super::*;
