@@ -392,10 +392,6 @@ pub fn callback_action_id(body: &[u8]) -> Option<String> {
 /// Text in, asynchronous: a job per submission, polled (or called back) until it ends.
 #[async_trait::async_trait]
 impl Vendor for CommBox {
-    fn type_name(&self) -> &'static str {
-        "commbox"
-    }
-
     fn input(&self) -> Input {
         Input::Text
     }

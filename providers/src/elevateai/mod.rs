@@ -382,10 +382,6 @@ impl ElevateAi {
 /// Reference in, synchronous; kinds by variant; questions about an interaction.
 #[async_trait::async_trait]
 impl Vendor for ElevateAi {
-    fn type_name(&self) -> &'static str {
-        "elevateai"
-    }
-
     fn input(&self) -> Input {
         Input::Reference
     }

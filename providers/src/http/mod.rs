@@ -468,10 +468,6 @@ enum JobState {
 /// Described in YAML: what it can do is what its config says.
 #[async_trait::async_trait]
 impl Vendor for Declared {
-    fn type_name(&self) -> &'static str {
-        "http"
-    }
-
     fn input(&self) -> Input {
         self.input
     }

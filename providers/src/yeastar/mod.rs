@@ -259,10 +259,6 @@ pub(crate) struct Envelope {
 /// Reference in (a call leg and party), synchronous; language is not the caller's to choose.
 #[async_trait::async_trait]
 impl Vendor for Yeastar {
-    fn type_name(&self) -> &'static str {
-        "yeastar"
-    }
-
     fn input(&self) -> Input {
         Input::Reference
     }
