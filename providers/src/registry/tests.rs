@@ -71,12 +71,45 @@ fn each_type_is_registered_once() {
     assert_eq!((names.len(), defs.len()), (n, d), "a `type` or `$defs` name registered twice");
 }
 
-/// The demo fills in `${<TYPE>_URL}` with each simulator's address: every one it runs is in its template.
+/// The demo fills in `${<TYPE>_URL}` with each simulator's address: its template
+/// has one provider of each type that has a simulator, and loads once filled in.
 #[test]
 fn the_demo_template_has_a_provider_for_each_simulator() {
-    let template = include_str!("../../../config/examples/demo.template.yaml");
-    for (type_name, _) in simulators() {
+    let mut demo = include_str!("../../../config/examples/demo.template.yaml").replace("${LISTEN}", "127.0.0.1:8080");
+    for (i, (type_name, _)) in simulators().enumerate() {
         let placeholder = format!("${{{}_URL}}", type_name.to_ascii_uppercase());
-        assert!(template.contains(&placeholder), "demo.template.yaml has no {placeholder}");
+        assert!(demo.contains(&placeholder), "demo.template.yaml has no {placeholder}");
+        demo = demo.replace(&placeholder, &format!("http://127.0.0.1:{}", 9001 + i));
+    }
+    let config = gateway_config::Config::from_yaml(&config_types(), &demo, &|_| None)
+        .unwrap_or_else(|e| panic!("demo.template.yaml:\n{e}"));
+    let mut types: Vec<&str> = config.providers.values().map(|p| p.vendor.type_name()).collect();
+    let mut simulated: Vec<&str> = simulators().map(|(type_name, _)| type_name).collect();
+    types.sort_unstable();
+    simulated.sort_unstable();
+    assert_eq!(types, simulated, "one provider of every type with a simulator");
+}
+
+/// Any environment variable is set, to a value every secret accepts.
+#[expect(clippy::unnecessary_wraps, reason = "an `EnvLookup`")]
+fn dummy_env(name: &str) -> Option<String> {
+    Some(if name.contains("WEBHOOK") {
+        "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=".to_owned()
+    } else {
+        "0123456789abcdef0123456789abcdef".to_owned()
+    })
+}
+
+/// The example each type names (the reference links to it) exists, loads, and is of that type.
+#[test]
+fn each_vendor_example_loads_as_its_type() {
+    let types = config_types();
+    for vendor in &types {
+        let Some(file) = vendor.example() else { continue };
+        let path = workspace_file(&format!("config/examples/{file}"));
+        let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config =
+            gateway_config::Config::from_yaml(&types, &yaml, &dummy_env).unwrap_or_else(|e| panic!("{file}:\n{e}"));
+        assert!(config.providers.values().all(|p| p.vendor.type_name() == vendor.type_name()), "{file}");
     }
 }
