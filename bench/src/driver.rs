@@ -1707,7 +1707,8 @@ mod tests {
             elevateai: "http://127.0.0.1:11",
         };
         let yaml = gateway_yaml(&urls, &s, None).unwrap_or_else(|e| panic!("{e}"));
-        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let config = gateway_config::Config::from_yaml(&providers::registry::config_types(), &yaml, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         assert_eq!(config.providers.len(), 4);
         assert!(config.providers.contains_key(COMMBOX_PROVIDER));
         assert!(config.store.redis_url.is_none());
@@ -1727,7 +1728,8 @@ mod tests {
 
         let url = "redis://:p#ss@127.0.0.1:6379/0";
         let yaml = gateway_yaml(&urls, &s, Some((url, "sgbench-1-0a"))).unwrap_or_else(|e| panic!("{e}"));
-        let config = gateway_config::Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let config = gateway_config::Config::from_yaml(&providers::registry::config_types(), &yaml, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.store.redis_url.as_ref().map(|u| u.expose().as_str()), Some(url));
         assert_eq!(config.store.key_prefix, "sgbench-1-0a");
         assert_eq!(

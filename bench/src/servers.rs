@@ -238,7 +238,7 @@ pub fn serve_elevateai_sim(listen: SocketAddr, exit_with_stdin: bool) -> ExitCod
 /// Logging follows `RUST_LOG` (the driver sets `warn`: no access log).
 pub fn serve_gateway(config_path: &Path, exit_with_stdin: bool) -> ExitCode {
     telemetry::init();
-    let config = match Config::load(config_path) {
+    let config = match Config::load(&providers::registry::config_types(), config_path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("sg-bench serve-gateway: {} is invalid:\n{errors}", config_path.display());

@@ -16,10 +16,12 @@
 //! types — their `///` comments and their `Default`s — by [`reference_markdown`], next
 //! to the JSON Schema [`json_schema`] (`docs/config.schema.json`, for editors), and
 //! the tests keep both in step with the code: after changing a config type, run
-//! `UPDATE_CONFIG_DOCS=1 cargo test -p gateway-config` and commit the result.
+//! `UPDATE_CONFIG_DOCS=1 cargo test -p providers` (the crate with the registry of
+//! vendor types, which this one is given: [`VendorType`]) and commit the result.
 //!
 //! Layout:
-//! - [`server`], [`store`], [`webhooks`], [`telemetry`], [`auth`], [`providers`]: one module per YAML section.
+//! - [`server`], [`store`], [`webhooks`], [`telemetry`], [`auth`], [`providers`]: one module per YAML section;
+//!   `providers` also has [`VendorSettings`] / [`VendorType`], what a vendor type is to the loader.
 //! - [`secret`]: the `Secret<T>` wrapper.
 //! - `overrides`: the `SUMMARY_GATEWAY__...` environment overrides, told apart from
 //!   the file in errors; [`override_warnings`] for variables that look like one but are not read.
@@ -51,10 +53,10 @@ pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
 pub use crate::providers::{
-    COMMBOX_RETENTION, CircuitBreakerConfig, CommBoxConfig, CommonConfig, ContentFormat, ELEVATEAI_ACCOUNT_CONCURRENCY,
-    ElevateAiConfig, ElevateAiVariant, HttpAuth, HttpConfig, HttpDataSection, HttpErrors, HttpInput, HttpJob,
-    HttpNamedSecret, HttpOAuth2, HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ProviderConfig,
-    ResolvedAuth, VendorConfig, YeastarConfig,
+    CircuitBreakerConfig, CommonConfig, CommonDefault, ContentFormat, HttpAuth, HttpConfig, HttpDataSection,
+    HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2, HttpRequestOverride, HttpRequestTemplate,
+    MAPPABLE_ERROR_CODES, ProviderConfig, ResolvedAuth, VendorConfig, VendorOf, VendorSettings, VendorType,
+    field_names,
 };
 pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;
@@ -90,32 +92,39 @@ impl Config {
     ///
     /// A problem in a value an override set names the variable; an override that
     /// would add a provider or caller the file does not have is an error.
-    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        overrides::load(Figment::from(Yaml::file_exact(path)), &process_env)
+    ///
+    /// `vendors` are the provider `type`s this build knows (the providers crate's
+    /// registry), here and in every loader below.
+    pub fn load(vendors: &[&dyn VendorType], path: &Path) -> Result<Self, ConfigErrors> {
+        overrides::load(vendors, Figment::from(Yaml::file_exact(path)), &process_env)
     }
 
     /// Parses YAML text, then applies `SUMMARY_GATEWAY__...` overrides from the
     /// environment and resolves `*_env` secrets from it, as [`Config::load`] does
     /// for a file (the demo's built-in configuration).
-    pub fn from_yaml_with_env_overrides(yaml: &str) -> Result<Self, ConfigErrors> {
-        overrides::load(Figment::from(Yaml::string(yaml)), &process_env)
+    pub fn from_yaml_with_env_overrides(vendors: &[&dyn VendorType], yaml: &str) -> Result<Self, ConfigErrors> {
+        overrides::load(vendors, Figment::from(Yaml::string(yaml)), &process_env)
     }
 
     /// As [`Config::from_yaml_with_env_overrides`], then `set`: `(dotted key, value)`
     /// pairs from the command line (`("store.redis_url", url)`), which win over the
     /// environment and are checked as the file's values are.
-    pub fn from_yaml_with_env_overrides_and(yaml: &str, set: &[(&str, &str)]) -> Result<Self, ConfigErrors> {
+    pub fn from_yaml_with_env_overrides_and(
+        vendors: &[&dyn VendorType],
+        yaml: &str,
+        set: &[(&str, &str)],
+    ) -> Result<Self, ConfigErrors> {
         let flags = set.iter().fold(Figment::new(), |flags, (key, value)| {
             flags.merge(figment::providers::Serialized::default(key, value))
         });
-        overrides::load_with(Figment::from(Yaml::string(yaml)), flags, &process_env)
+        overrides::load_with(vendors, Figment::from(Yaml::string(yaml)), flags, &process_env)
     }
 
     /// Parses YAML text alone (no environment overrides); `*_env` secrets are
     /// looked up with `env`.
-    pub fn from_yaml(yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {
+    pub fn from_yaml(vendors: &[&dyn VendorType], yaml: &str, env: &EnvLookup) -> Result<Self, ConfigErrors> {
         let value: Value = Figment::from(Yaml::string(yaml)).extract().map_err(figment_errors)?;
-        Self::from_value(value, env)
+        Self::from_value(vendors, value, env)
     }
 
     /// The configuration as YAML that loads back as the same configuration: defaults
@@ -129,7 +138,7 @@ impl Config {
     }
 
     /// Builds the configuration from an already merged tree.
-    pub fn from_value(value: Value, env: &EnvLookup) -> Result<Self, ConfigErrors> {
+    pub fn from_value(vendors: &[&dyn VendorType], value: Value, env: &EnvLookup) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut root = match value {
             Value::Object(map) => map,
@@ -161,7 +170,7 @@ impl Config {
             Some(Value::Object(providers)) => {
                 provider_names.extend(providers.keys().cloned());
                 for (name, value) in providers {
-                    if let Some(p) = providers::parse_provider(&name, value, env, &mut errors) {
+                    if let Some(p) = providers::parse_provider(vendors, &name, value, env, &mut errors) {
                         config.providers.insert(name, p);
                     }
                 }

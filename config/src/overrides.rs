@@ -17,6 +17,7 @@ use figment::{Figment, Profile, Provider};
 use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::providers::VendorType;
 use crate::{Config, ENV_PREFIX, EnvLookup};
 
 /// Variables of the CLI that share the prefix but are not overrides.
@@ -31,12 +32,17 @@ fn overrides() -> Env {
 }
 
 /// Loads `file` with the overrides of the process environment over it.
-pub(crate) fn load(file: Figment, env: &EnvLookup) -> Result<Config, ConfigErrors> {
-    load_with(file, Figment::new(), env)
+pub(crate) fn load(vendors: &[&dyn VendorType], file: Figment, env: &EnvLookup) -> Result<Config, ConfigErrors> {
+    load_with(vendors, file, Figment::new(), env)
 }
 
 /// As [`load`], with `flags` (command-line options) over the overrides: a flag wins.
-pub(crate) fn load_with(file: Figment, flags: Figment, env: &EnvLookup) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_with(
+    vendors: &[&dyn VendorType],
+    file: Figment,
+    flags: Figment,
+    env: &EnvLookup,
+) -> Result<Config, ConfigErrors> {
     let overrides = overrides();
     let origin_name = overrides.metadata().name;
     let file_tree = root(&file);
@@ -44,7 +50,7 @@ pub(crate) fn load_with(file: Figment, flags: Figment, env: &EnvLookup) -> Resul
     let mut value: Value = figment.extract().map_err(crate::figment_errors)?;
     let origin = Origin { tree: root(&figment), file_tree, figment: &figment, origin_name };
     let mut errors = origin.take_created_entries(&mut value);
-    match Config::from_value(value, env) {
+    match Config::from_value(vendors, value, env) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(ConfigErrors(found)) => {

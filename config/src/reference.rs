@@ -11,11 +11,11 @@ use std::fmt::Write as _;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
-use crate::providers::TYPE_DEFS;
+use crate::providers::VendorType;
 use crate::schema::properties;
 use crate::{
-    CircuitBreakerConfig, CommBoxConfig, CommonConfig, ENV_PREFIX, ElevateAiConfig, KeyConfig, RateLimit, ServerConfig,
-    StoreConfig, TelemetryConfig, WebhooksConfig, YeastarConfig,
+    CircuitBreakerConfig, CommonConfig, ENV_PREFIX, KeyConfig, RateLimit, ServerConfig, StoreConfig, TelemetryConfig,
+    WebhooksConfig,
 };
 
 /// One table of the reference: a YAML section, or the keys of one provider type.
@@ -74,9 +74,15 @@ pub(crate) enum Cell {
     OneOf(Vec<String>),
 }
 
-/// The configuration reference (Markdown): what `docs/configuration.md` holds.
-pub fn reference_markdown() -> String {
-    let schema = crate::json_schema();
+/// The configuration reference (Markdown) of the provider types `vendors`: what
+/// `docs/configuration.md` holds for the providers crate's registry.
+pub fn reference_markdown(vendors: &[&dyn VendorType]) -> String {
+    let schema = crate::json_schema(vendors);
+    let examples: Vec<String> = vendors
+        .iter()
+        .filter_map(|v| v.example())
+        .map(|file| format!("[`{file}`](../config/examples/{file})"))
+        .collect();
     let defs = defs(&schema);
     let mut out = String::new();
     let _ = write!(
@@ -85,15 +91,14 @@ pub fn reference_markdown() -> String {
 # Configuration reference
 
 <!-- Generated from the config types (config/src/) by `gateway_config::reference_markdown()`:
-     do not edit. Regenerate with `UPDATE_CONFIG_DOCS=1 cargo test -p gateway-config`. -->
+     do not edit. Regenerate with `UPDATE_CONFIG_DOCS=1 cargo test -p providers`. -->
 
 summary-gateway reads one YAML file (`summary-gateway --config gateway.yaml`), then
 [environment overrides](#environment-overrides). `summary-gateway check-config --config gateway.yaml`
 checks a file and names every problem with its YAML path; `--print` also prints the effective
 configuration as YAML that loads back as the same configuration, every default written out and
 secrets given inline as `'*****'` (to be written again). One worked example per vendor:
-[`yeastar.yaml`](../config/examples/yeastar.yaml), [`commbox.yaml`](../config/examples/commbox.yaml),
-[`elevateai.yaml`](../config/examples/elevateai.yaml).
+{examples}.
 
 Every key is optional unless its default says **required**. Only `auth.keys` (at least one key)
 and `providers` (at least one provider) must be written; every other section may be left out.
@@ -155,8 +160,9 @@ the file, is the command line's own.
         duration = cell(&description(&defs["Duration"])),
         socket = cell(&description(&defs["SocketAddr"])),
         prefix = ENV_PREFIX,
+        examples = examples.join(", "),
     );
-    for section in sections(&schema) {
+    for section in sections(&schema, vendors) {
         render_section(&mut out, &section);
     }
     out
@@ -205,7 +211,7 @@ fn cell(text: &str) -> String {
 }
 
 /// The sections of the reference, in order.
-pub(crate) fn sections(schema: &Value) -> Vec<Section> {
+pub(crate) fn sections(schema: &Value, vendors: &[&dyn VendorType]) -> Vec<Section> {
     let defs = defs(schema);
     let mut sections = Vec::new();
     for (name, def) in [
@@ -221,7 +227,7 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
             prefix: name,
             provider_type: None,
             intro: vec![description(def_schema)],
-            rows: rows(&defs, def_schema, "", &ordered_keys(def_schema, def_order(def))),
+            rows: rows(&defs, vendors, def_schema, "", &ordered_keys(def_schema, def_order(def, vendors))),
         });
     }
 
@@ -233,7 +239,7 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
         prefix: "auth.keys.<name>",
         provider_type: None,
         intro: vec![description(keys), description(key)],
-        rows: rows(&defs, key, "", &ordered_keys(key, def_order("KeyConfig"))),
+        rows: rows(&defs, vendors, key, "", &ordered_keys(key, def_order("KeyConfig", vendors))),
     });
 
     let providers = &schema["properties"]["providers"];
@@ -248,14 +254,14 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
         description: description(type_prop),
         secret: false,
     }];
-    common_rows.extend(rows(&defs, common, "", &ordered_keys(common, def_order("CommonConfig"))));
+    common_rows.extend(rows(&defs, vendors, common, "", &ordered_keys(common, def_order("CommonConfig", vendors))));
     let common_props = properties(common);
     for row in &mut common_rows {
         let Some(common_prop) = common_props.get(&row.rel) else { continue };
-        for (type_name, def) in TYPE_DEFS {
-            let variant_default = defs[*def]["properties"][&row.rel].get("default");
+        for vendor in vendors {
+            let variant_default = defs[vendor.def_name()]["properties"][&row.rel].get("default");
             if let Some(default) = variant_default.filter(|d| Some(*d) != common_prop.get("default")) {
-                row.type_defaults.push(((*type_name).to_owned(), yaml(default, &[])));
+                row.type_defaults.push((vendor.type_name().to_owned(), yaml(default, &[])));
             }
         }
     }
@@ -268,10 +274,10 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
         rows: common_rows,
     });
 
-    for (type_name, def) in TYPE_DEFS {
-        let variant = &defs[*def];
+    for vendor in vendors {
+        let (type_name, variant) = (vendor.type_name(), &defs[vendor.def_name()]);
         // The vendor's keys, then any common key whose default this type changes.
-        let keys: Vec<String> = ordered_keys(variant, vendor_fields(type_name))
+        let keys: Vec<String> = ordered_keys(variant, vendor.fields())
             .into_iter()
             .filter(|key| match common_props.get(key) {
                 None => key != "type",
@@ -284,7 +290,7 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
             prefix: "providers.<name>",
             provider_type: Some(type_name),
             intro: vec![description(variant)],
-            rows: rows(&defs, variant, "", &keys),
+            rows: rows(&defs, vendors, variant, "", &keys),
         });
     }
     sections
@@ -292,7 +298,13 @@ pub(crate) fn sections(schema: &Value) -> Vec<Section> {
 
 /// The rows of the keys `keys` of an object schema, each followed by the keys of
 /// its map if it is one (`rate_limit.per_second`).
-fn rows(defs: &Map<String, Value>, object: &Value, parent: &str, keys: &[String]) -> Vec<Row> {
+fn rows(
+    defs: &Map<String, Value>,
+    vendors: &[&dyn VendorType],
+    object: &Value,
+    parent: &str,
+    keys: &[String],
+) -> Vec<Row> {
     let props = properties(object);
     let required: Vec<&str> =
         object.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
@@ -309,7 +321,9 @@ fn rows(defs: &Map<String, Value>, object: &Value, parent: &str, keys: &[String]
         } else {
             match prop.get("default") {
                 None | Some(Value::Null) => Cell::Unset,
-                Some(value) => Cell::Value(yaml(value, nested.as_ref().map_or(&[], |(name, _)| def_order(name)))),
+                Some(value) => {
+                    Cell::Value(yaml(value, nested.as_ref().map_or(&[], |(name, _)| def_order(name, vendors))))
+                }
             }
         };
         let mut text = description(prop);
@@ -326,7 +340,7 @@ fn rows(defs: &Map<String, Value>, object: &Value, parent: &str, keys: &[String]
             secret: non_null(prop).get("writeOnly") == Some(&Value::Bool(true)),
         });
         if let Some((name, nested)) = nested {
-            rows.extend(self::rows(defs, nested, &rel, &ordered_keys(nested, def_order(&name))));
+            rows.extend(self::rows(defs, vendors, nested, &rel, &ordered_keys(nested, def_order(&name, vendors))));
         }
     }
     rows
@@ -346,7 +360,7 @@ pub(crate) fn ordered_keys(object: &Value, order: &[&str]) -> Vec<String> {
 }
 
 /// Declaration order of the fields of the struct behind a `$defs` entry.
-pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
+pub(crate) fn def_order(def: &str, vendors: &[&dyn VendorType]) -> &'static [&'static str] {
     match def {
         "ServerConfig" => serde_fields::<ServerConfig>(),
         "StoreConfig" => serde_fields::<StoreConfig>(),
@@ -358,32 +372,18 @@ pub(crate) fn def_order(def: &str) -> &'static [&'static str] {
         "RateLimit" => serde_fields::<RateLimit>(),
         "CommonConfig" => serde_fields::<CommonConfig>(),
         "CircuitBreakerConfig" => serde_fields::<CircuitBreakerConfig>(),
-        "HttpAuth" => serde_fields::<crate::HttpAuth>(),
-        "HttpNamedSecret" => serde_fields::<crate::HttpNamedSecret>(),
-        "HttpOAuth2" => serde_fields::<crate::HttpOAuth2>(),
-        "HttpRequestTemplate" => serde_fields::<crate::HttpRequestTemplate>(),
-        "HttpRequestOverride" => serde_fields::<crate::HttpRequestOverride>(),
-        "HttpJob" => serde_fields::<crate::HttpJob>(),
-        "HttpErrors" => serde_fields::<crate::HttpErrors>(),
-        "HttpDataSection" => serde_fields::<crate::HttpDataSection>(),
-        _ => &[],
-    }
-}
-
-/// Declaration order of a vendor's own fields.
-pub(crate) fn vendor_fields(type_name: &str) -> &'static [&'static str] {
-    match type_name {
-        "commbox" => serde_fields::<CommBoxConfig>(),
-        "elevateai" => serde_fields::<ElevateAiConfig>(),
-        "yeastar" => serde_fields::<YeastarConfig>(),
-        "http" => serde_fields::<crate::HttpConfig>(),
-        _ => &[],
+        // A struct inside a vendor's keys (`type: http`'s `job`).
+        _ => vendors
+            .iter()
+            .flat_map(|v| v.nested_field_orders())
+            .find(|(name, _)| *name == def)
+            .map_or(&[], |(_, fields)| fields),
     }
 }
 
 /// The field names serde's derive passes to `deserialize_struct`, in declaration
 /// order (`serde_json::Map` sorts the schema's properties).
-fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     struct Probe(Option<&'static [&'static str]>);
 
     impl<'de> Deserializer<'de> for &mut Probe {

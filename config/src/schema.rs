@@ -17,7 +17,8 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value};
 
-use crate::{AuthConfig, ProviderConfig, ServerConfig, StoreConfig, TelemetryConfig, WebhooksConfig};
+use crate::providers::VendorType;
+use crate::{AuthConfig, ServerConfig, StoreConfig, TelemetryConfig, WebhooksConfig};
 
 /// What a humantime duration looks like: numbers with units, `0` alone, spaces allowed.
 pub(crate) const DURATION_PATTERN: &str = r"^\s*(0|([0-9]+(\.[0-9]+)?\s*[A-Za-zµ]+\s*)+)$";
@@ -141,15 +142,37 @@ struct ConfigFile {
     /// 1-63 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit.
     /// At least one provider is required.
     #[schemars(extend("minProperties" = 1, "propertyNames" = { "pattern": PROVIDER_NAME_PATTERN }))]
-    providers: BTreeMap<String, ProviderConfig>,
+    #[expect(clippy::zero_sized_map_values, reason = "a schema-only mirror: the values are schemas")]
+    providers: BTreeMap<String, ProviderSchema>,
+}
+
+/// `providers.<name>`, whose schema depends on the vendor types: [`json_schema`]
+/// puts it in `$defs` before the file's is generated, so this one is never asked for.
+struct ProviderSchema;
+
+impl JsonSchema for ProviderSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "ProviderConfig".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::ProviderSchema").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "object" })
+    }
 }
 
 /// The JSON Schema (draft 2020-12) of the configuration file: what a user writes
 /// in YAML, with every key's description and default. `docs/config.schema.json`
 /// is this; YAML language servers use it for completion and checks
-/// (`# yaml-language-server: $schema=...` at the top of the file).
-pub fn json_schema() -> Value {
-    let generator = SchemaSettings::draft2020_12().into_generator();
+/// (`# yaml-language-server: $schema=...` at the top of the file), for the
+/// provider types `vendors`.
+pub fn json_schema(vendors: &[&dyn VendorType]) -> Value {
+    let mut generator = SchemaSettings::draft2020_12().into_generator();
+    let providers = crate::providers::provider_schema(vendors, &mut generator);
+    generator.definitions_mut().insert(ProviderSchema::schema_name().into_owned(), providers.to_value());
     let mut schema = generator.into_root_schema_for::<ConfigFile>().to_value();
     tidy_descriptions(&mut schema);
     schema

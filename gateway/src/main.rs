@@ -60,40 +60,81 @@ enum Command {
     },
 }
 
+/// `simulate <type> [flags]`: one subcommand per vendor of the registry that has a
+/// simulator, with its flags (`--listen` and the simulator's own). Not derived: the
+/// list is the registry's, so the subcommands are made from it.
 #[cfg(feature = "demo")]
-#[derive(Subcommand)]
-enum Simulator {
-    /// Yeastar P-Series (`/openapi/...`), seeded with the docs' example.
-    Yeastar {
-        #[arg(long, default_value = "127.0.0.1:9001")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "demo-client-id")]
-        client_id: String,
-        #[arg(long, default_value = "demo-client-secret")]
-        client_secret: String,
-    },
-    /// CommBox AI Conversation Summary (`/ai-services/summary_conversation`).
-    Commbox {
-        #[arg(long, default_value = "127.0.0.1:9002")]
-        listen: SocketAddr,
-        /// The API key it accepts (`Authorization: Bearer`).
-        #[arg(long, default_value = "demo-commbox-token")]
-        token: String,
-        /// Time from submission until a summary is final.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        processing: std::time::Duration,
-    },
-    /// ElevateAI gen-AI results (`/v1/interactions/...`), seeded with two processed interactions.
-    Elevateai {
-        #[arg(long, default_value = "127.0.0.1:9003")]
-        listen: SocketAddr,
-        /// The API token it accepts (`X-API-Token`).
-        #[arg(long, default_value = "demo-elevateai-token")]
-        token: String,
-        /// Gen-AI requests in flight at once before it answers 429 (the account limit).
-        #[arg(long, default_value_t = 10)]
-        max_concurrent: usize,
-    },
+struct Simulator {
+    type_name: String,
+    flags: providers::sim_hooks::SimFlags,
+}
+
+#[cfg(feature = "demo")]
+impl Simulator {
+    fn entry(type_name: &str) -> Option<&'static providers::sim_hooks::Simulator> {
+        providers::registry::simulators().find(|(t, _)| *t == type_name).map(|(_, sim)| sim)
+    }
+
+    /// `--listen` and the simulator's own flags, each checked as clap reads it.
+    fn args(sim: &'static providers::sim_hooks::Simulator) -> Vec<clap::Arg> {
+        let listen = clap::Arg::new("listen")
+            .long("listen")
+            .value_name("LISTEN")
+            .default_value(sim.listen)
+            .value_parser(|v: &str| v.parse::<SocketAddr>().map(|_| v.to_owned()));
+        let own = sim.flags.iter().map(|flag| {
+            let check = flag.check;
+            let arg = clap::Arg::new(flag.long)
+                .long(flag.long)
+                .value_name(flag.value_name)
+                .default_value(flag.default)
+                .value_parser(move |v: &str| check(v).map(|()| v.to_owned()));
+            match flag.help {
+                Some(help) => arg.help(help),
+                None => arg,
+            }
+        });
+        std::iter::once(listen).chain(own).collect()
+    }
+}
+
+#[cfg(feature = "demo")]
+impl clap::FromArgMatches for Simulator {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use clap::error::ErrorKind;
+        let Some((type_name, sub)) = matches.subcommand() else {
+            return Err(clap::Error::raw(ErrorKind::MissingSubcommand, "a simulator is required"));
+        };
+        let Some(sim) = Self::entry(type_name) else {
+            return Err(clap::Error::raw(ErrorKind::InvalidSubcommand, format!("no simulator `{type_name}`")));
+        };
+        let longs = std::iter::once("listen").chain(sim.flags.iter().map(|f| f.long));
+        let values = longs.filter_map(|long| Some((long.to_owned(), sub.get_one::<String>(long)?.clone())));
+        Ok(Self { type_name: type_name.to_owned(), flags: providers::sim_hooks::SimFlags::new(values) })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "demo")]
+impl Subcommand for Simulator {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.subcommands(
+            providers::registry::simulators()
+                .map(|(type_name, sim)| clap::Command::new(type_name).about(sim.about).args(Self::args(sim))),
+        )
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        Self::entry(name).is_some()
+    }
 }
 
 fn main() -> ExitCode {
@@ -146,7 +187,7 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     for warning in gateway_config::override_warnings() {
         eprintln!("summary-gateway: warning: {warning}");
     }
-    Config::load(&path).map_err(|errors| {
+    Config::load(&providers::registry::config_types(), &path).map_err(|errors| {
         let overrides = if errors.iter().any(|e| e.env_var.is_some()) { " with its environment overrides" } else { "" };
         eprintln!("summary-gateway: {}{overrides} has {} problem(s):", path.display(), errors.0.len());
         for e in errors.iter() {
@@ -262,11 +303,16 @@ async fn run_demo(listen: Option<SocketAddr>, redis_url: Option<String>) -> Exit
 /// Runs one vendor simulator until SIGTERM/SIGINT.
 #[cfg(feature = "demo")]
 async fn simulate(vendor: Simulator) -> ExitCode {
-    use providers::{commbox, elevateai, yeastar};
-    let (name, listen) = match &vendor {
-        Simulator::Yeastar { listen, .. } => ("yeastar", *listen),
-        Simulator::Commbox { listen, .. } => ("commbox", *listen),
-        Simulator::Elevateai { listen, .. } => ("elevateai", *listen),
+    let Some(sim) = Simulator::entry(&vendor.type_name) else {
+        eprintln!("summary-gateway: no simulator `{}`", vendor.type_name);
+        return ExitCode::from(2);
+    };
+    let listen = match vendor.flags.parse::<SocketAddr>("listen") {
+        Ok(listen) => listen,
+        Err(e) => {
+            eprintln!("summary-gateway: {e}");
+            return ExitCode::from(2);
+        }
     };
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -275,26 +321,10 @@ async fn simulate(vendor: Simulator) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Each running simulator stops when dropped: keep it until the signal.
-    let running: std::io::Result<(SocketAddr, Box<dyn std::any::Any + Send>)> = match vendor {
-        Simulator::Yeastar { client_id, client_secret, .. } => {
-            let options = yeastar::simulator::SimOptions { client_id, client_secret, ..Default::default() };
-            yeastar::simulator::YeastarSimulator::new(options).serve_on(listener).map(|r| (r.addr, Box::new(r) as _))
-        }
-        Simulator::Commbox { token, processing, .. } => {
-            let options = commbox::simulator::SimOptions { token, processing, ..Default::default() };
-            commbox::simulator::CommBoxSimulator::new(options).serve_on(listener).map(|r| (r.addr, Box::new(r) as _))
-        }
-        Simulator::Elevateai { token, max_concurrent, .. } => {
-            let options = elevateai::simulator::SimOptions { token, max_concurrent, ..Default::default() };
-            elevateai::simulator::ElevateAiSimulator::new(options)
-                .serve_on(listener)
-                .map(|r| (r.addr, Box::new(r) as _))
-        }
-    };
-    match running {
-        Ok((addr, running)) => {
-            tracing::info!(%addr, simulator = name, "simulator listening");
+    // The running simulator stops when dropped: keep it until the signal.
+    match (sim.serve)(listener, Some(&vendor.flags)) {
+        Ok(running) => {
+            tracing::info!(addr = %running.addr, simulator = vendor.type_name, "simulator listening");
             shutdown_signal().await;
             drop(running);
             ExitCode::SUCCESS

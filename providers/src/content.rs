@@ -1,5 +1,9 @@
 //! Building `content` (text, markdown, sections) from sections, the same way
-//! for every vendor, so `text` never carries markup and `markdown` is clean.
+//! for every vendor, so `text` never carries markup and `markdown` is clean;
+//! and sections from what vendors write: [`html`], [`markdown`].
+
+pub mod html;
+pub mod markdown;
 
 use crate::canonical::{Content, Section};
 

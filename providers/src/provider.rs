@@ -18,6 +18,8 @@ use crate::vendor::{
 /// One configured provider: its name and its vendor's adapter.
 pub struct Provider {
     name: Arc<str>,
+    /// Its `type`, as its registry entry names it.
+    type_name: &'static str,
     vendor: Box<dyn Vendor>,
     /// Around every vendor operation.
     breaker: Breaker,
@@ -45,7 +47,7 @@ impl Provider {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let breaker = Breaker::new(Arc::clone(&name), &config.common.circuit_breaker, shared.clone());
         let vendor = crate::registry::build(&crate::registry::Build { name: &name, config, shared, budget })?;
-        Ok(Self { name, vendor, breaker })
+        Ok(Self { name, type_name: config.vendor.type_name(), vendor, breaker })
     }
 
     pub fn name(&self) -> &str {
@@ -57,9 +59,10 @@ impl Provider {
         &self.name
     }
 
-    /// The provider's `type`.
-    pub fn type_name(&self) -> &'static str {
-        self.vendor.type_name()
+    /// The provider's `type` as written in YAML (`yeastar`): `type` in
+    /// `GET /v1/providers`, the `type` label of metrics.
+    pub const fn type_name(&self) -> &'static str {
+        self.type_name
     }
 
     /// The kinds it can produce.

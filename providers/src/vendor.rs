@@ -131,15 +131,13 @@ pub struct QuestionRules {
 
 /// One vendor's adapter: what it can do, with defaults for what it cannot.
 ///
-/// Only [`Vendor::type_name`], [`Vendor::input`], [`Vendor::vendor_codes`] and
-/// [`Vendor::start`] are required: a synchronous vendor of summaries writes those.
+/// Only [`Vendor::input`], [`Vendor::vendor_codes`] and [`Vendor::start`] are
+/// required: a synchronous vendor of summaries writes those. Its `type` is not
+/// its own to say: it is its registry entry's ([`crate::registry`]).
 /// Methods take no breaker and record no metrics; [`crate::Provider`] does both
 /// around every call.
 #[async_trait]
 pub trait Vendor: Send + Sync {
-    /// The provider `type` as written in YAML (`yeastar`): the `type` label of metrics.
-    fn type_name(&self) -> &'static str;
-
     /// What it takes as input.
     fn input(&self) -> Input;
 

@@ -381,10 +381,14 @@ fn check_overlay(overlay: &str, docs: &[Value]) -> Vec<String> {
         }
     }
     let lookup = move |var: &str| values.get(var).cloned();
-    if let Err(errors) = Config::from_yaml(yaml, &lookup) {
+    if let Err(errors) = Config::from_yaml(&providers::registry::config_types(), yaml, &lookup) {
         fail(format!("ConfigMap `{configmap_name}` key {file} is not a valid gateway config:\n{errors}"));
     }
-    let config = match Config::from_yaml(&serde_yaml::to_string(&effective).unwrap(), &lookup) {
+    let config = match Config::from_yaml(
+        &providers::registry::config_types(),
+        &serde_yaml::to_string(&effective).unwrap(),
+        &lookup,
+    ) {
         Ok(config) => config,
         Err(errors) => give_up!("gateway.yaml with the container's SUMMARY_GATEWAY__ overrides is invalid:\n{errors}"),
     };

@@ -314,7 +314,8 @@ impl TestGateway {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let yaml = yaml.replacen("\nproviders:\n", &format!("\nproviders:\n{}", setup.providers), 1);
         let yaml = yaml.replace("${GATEWAY_URL}", &url);
-        let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config:\n{e}"));
+        let config = Config::from_yaml(&providers::registry::config_types(), &yaml, &|_| None)
+            .unwrap_or_else(|e| panic!("test config:\n{e}"));
         let app = App::new(config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(summary_gateway::run(listener, Arc::clone(&app), async move {

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::VendorSettings;
 use crate::error::{ConfigError, join};
 use crate::schema::{Humantime, exactly_one_of, not_both, required};
 use crate::{EnvLookup, Secret, resolve_secret};
@@ -86,8 +87,12 @@ const fn default_job_timeout() -> Duration {
 /// Shortest callback token accepted: it is the only thing guarding the route.
 const MIN_CALLBACK_TOKEN_LEN: usize = 24;
 
-impl CommBoxConfig {
-    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+impl VendorSettings for CommBoxConfig {
+    const TYPE: &'static str = "commbox";
+    const DEF: &'static str = "CommBoxProvider";
+    const EXAMPLE: Option<&'static str> = Some("commbox.yaml");
+
+    fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
         match &self.base_url {
             Some(url) => super::check_base_url(path, url, errors),
             None => errors.push(ConfigError::new(join(path, "base_url"), "missing field")),
@@ -132,7 +137,9 @@ impl CommBoxConfig {
             ));
         }
     }
+}
 
+impl CommBoxConfig {
     /// The API key. Present once the config has loaded.
     pub fn token(&self) -> Secret<String> {
         self.resolved_token.clone().unwrap_or_else(|| Secret::new(String::new()))

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::{CommonDefault, VendorSettings};
 use crate::error::{ConfigError, join};
 use crate::schema::{Humantime, exactly_one_of, required};
 use crate::{EnvLookup, Secret, resolve_secret};
@@ -58,8 +59,20 @@ const fn default_not_ready_retry() -> Duration {
     Duration::from_secs(30)
 }
 
-impl ElevateAiConfig {
-    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+impl VendorSettings for ElevateAiConfig {
+    const TYPE: &'static str = "elevateai";
+    const DEF: &'static str = "ElevateAiProvider";
+    const EXAMPLE: Option<&'static str> = Some("elevateai.yaml");
+
+    fn common_defaults() -> Vec<CommonDefault> {
+        vec![CommonDefault {
+            key: "max_concurrency",
+            default: ACCOUNT_CONCURRENCY.into(),
+            why: "ElevateAI refuses more concurrent requests per account",
+        }]
+    }
+
+    fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
         match &self.base_url {
             Some(url) => super::check_base_url(path, url, errors),
             None => errors.push(ConfigError::new(join(path, "base_url"), "missing field")),
@@ -73,7 +86,9 @@ impl ElevateAiConfig {
             errors.push(ConfigError::new(join(path, "not_ready_retry_after"), "must be longer than 0s"));
         }
     }
+}
 
+impl ElevateAiConfig {
     /// The API token. Present once the config has loaded.
     pub fn token(&self) -> Secret<String> {
         self.resolved_token.clone().unwrap_or_else(|| Secret::new(String::new()))

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::{VendorSettings, field_names};
 use crate::error::{ConfigError, join};
 use crate::schema::{Humantime, required};
 use crate::{EnvLookup, Secret, resolve_secret};
@@ -335,8 +336,24 @@ pub enum ResolvedAuth {
     OAuth2 { token_url: Url, client_id: Secret<String>, client_secret: Secret<String>, scope: Option<String> },
 }
 
-impl HttpConfig {
-    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+impl VendorSettings for HttpConfig {
+    const TYPE: &'static str = "http";
+    const DEF: &'static str = "HttpProvider";
+
+    fn nested_field_orders() -> Vec<(&'static str, &'static [&'static str])> {
+        vec![
+            ("HttpAuth", field_names::<HttpAuth>()),
+            ("HttpNamedSecret", field_names::<HttpNamedSecret>()),
+            ("HttpOAuth2", field_names::<HttpOAuth2>()),
+            ("HttpRequestTemplate", field_names::<HttpRequestTemplate>()),
+            ("HttpRequestOverride", field_names::<HttpRequestOverride>()),
+            ("HttpJob", field_names::<HttpJob>()),
+            ("HttpErrors", field_names::<HttpErrors>()),
+            ("HttpDataSection", field_names::<HttpDataSection>()),
+        ]
+    }
+
+    fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
         match &self.base_url {
             Some(url) => super::check_base_url(path, url, errors),
             None => errors.push(ConfigError::new(join(path, "base_url"), "missing field")),

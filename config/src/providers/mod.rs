@@ -3,16 +3,21 @@
 //! Every provider has the common fields of [`ProviderConfig`] plus the fields of
 //! its `type` ([`VendorConfig`]). The two are parsed separately so that an
 //! unknown field is reported with its full YAML path whatever the type.
+//!
+//! Which types there are is not known here: the loader is given them
+//! ([`VendorType`], one per vendor, listed by the providers crate's registry).
+//! Each vendor's keys are a [`VendorSettings`] struct in a module of its own
+//! (`providers::commbox::CommBoxConfig`, ...); `type: http`'s are re-exported at the
+//! crate root.
 
 mod circuit_breaker;
-mod commbox;
-mod elevateai;
+pub mod commbox;
+pub mod elevateai;
 mod http;
-mod yeastar;
+mod vendor;
+pub mod yeastar;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -20,17 +25,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::circuit_breaker::CircuitBreakerConfig;
-pub use self::commbox::{CommBoxConfig, VENDOR_RETENTION as COMMBOX_RETENTION};
-pub use self::elevateai::{ACCOUNT_CONCURRENCY as ELEVATEAI_ACCOUNT_CONCURRENCY, ElevateAiConfig, ElevateAiVariant};
 pub use self::http::{
     ContentFormat, HttpAuth, HttpConfig, HttpDataSection, HttpErrors, HttpInput, HttpJob, HttpNamedSecret, HttpOAuth2,
     HttpRequestOverride, HttpRequestTemplate, MAPPABLE_ERROR_CODES, ResolvedAuth,
 };
-pub use self::yeastar::YeastarConfig;
+pub use self::vendor::{CommonDefault, VendorConfig, VendorOf, VendorSettings, VendorType, field_names};
 use crate::EnvLookup;
 use crate::auth::RateLimit;
 use crate::error::{ConfigError, deserialize_all, join};
-use crate::schema::{Humantime, properties};
+use crate::schema::Humantime;
 
 /// One configured provider.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,53 +104,14 @@ impl Default for CommonConfig {
 pub(crate) const COMMON_FIELDS: &[&str] =
     &["timeout", "max_concurrency", "queue_timeout", "rate_limit", "mappings", "circuit_breaker"];
 
-/// Common keys whose default a vendor type changes: `(key, default, why)`.
-/// [`parse_provider`] applies them and the schema (so the reference) shows them.
-pub(crate) fn vendor_common_defaults(type_name: &str) -> Vec<(&'static str, Value, &'static str)> {
-    match type_name {
-        "elevateai" => vec![(
-            "max_concurrency",
-            Value::from(elevateai::ACCOUNT_CONCURRENCY),
-            "ElevateAI refuses more concurrent requests per account",
-        )],
-        _ => Vec::new(),
-    }
+/// The `type`s of `vendors`, for messages: `commbox, elevateai, yeastar, http`.
+fn type_list(vendors: &[&dyn VendorType]) -> String {
+    vendors.iter().map(|v| v.type_name()).collect::<Vec<_>>().join(", ")
 }
-
-/// The vendor-specific part, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum VendorConfig {
-    /// CommBox AI Conversation Summary (text in, asynchronous).
-    #[serde(rename = "commbox")]
-    CommBox(CommBoxConfig),
-    /// ElevateAI gen-AI results (reference in, synchronous).
-    #[serde(rename = "elevateai")]
-    ElevateAi(ElevateAiConfig),
-    /// Yeastar P-Series `cdr/getaisummary`.
-    Yeastar(YeastarConfig),
-    /// A vendor described in YAML (declarative). Boxed: its templates and tables
-    /// are several times the size of the other types' keys.
-    Http(Box<HttpConfig>),
-}
-
-impl VendorConfig {
-    /// The `type` as written in YAML.
-    pub const fn type_name(&self) -> &'static str {
-        match self {
-            Self::CommBox(_) => "commbox",
-            Self::ElevateAi(_) => "elevateai",
-            Self::Yeastar(_) => "yeastar",
-            Self::Http(_) => "http",
-        }
-    }
-}
-
-/// Provider types this build knows.
-pub const SUPPORTED_TYPES: &[&str] = &["commbox", "elevateai", "yeastar", "http"];
 
 /// Parses one provider entry, reporting every problem it can with its path.
 pub(crate) fn parse_provider(
+    vendors: &[&dyn VendorType],
     name: &str,
     value: Value,
     env: &EnvLookup,
@@ -171,13 +135,12 @@ pub(crate) fn parse_provider(
             return None;
         }
         None => {
-            errors.push(ConfigError::new(
-                join(&path, "type"),
-                format!("missing field (one of: {})", SUPPORTED_TYPES.join(", ")),
-            ));
+            errors
+                .push(ConfigError::new(join(&path, "type"), format!("missing field (one of: {})", type_list(vendors))));
             return None;
         }
     };
+    let vendor_type = vendors.iter().find(|v| v.type_name() == type_name);
     // Split the common fields from the vendor's so each half can deny unknown fields.
     let mut common_fields = Map::new();
     for field in COMMON_FIELDS {
@@ -185,169 +148,54 @@ pub(crate) fn parse_provider(
             common_fields.insert((*field).to_owned(), v);
         }
     }
-    // A vendor may change a common default (ElevateAI: its account's concurrency limit).
-    for (field, default, _) in vendor_common_defaults(&type_name) {
-        common_fields.entry(field).or_insert(default);
+    // A vendor may change a common default (an account's concurrency limit).
+    for CommonDefault { key, default, .. } in vendor_type.map(|v| v.common_defaults()).unwrap_or_default() {
+        common_fields.entry(key).or_insert(default);
     }
     let common = deserialize_all::<CommonConfig>(&path, Value::Object(common_fields), errors)
         .inspect(|common| common.validate(&path, errors));
-    let vendor = match type_name.as_str() {
-        "commbox" => deserialize_all::<CommBoxConfig>(&path, Value::Object(fields), errors).map(|mut c| {
-            c.resolve(&path, env, errors);
-            VendorConfig::CommBox(c)
-        }),
-        "elevateai" => deserialize_all::<ElevateAiConfig>(&path, Value::Object(fields), errors).map(|mut e| {
-            e.resolve(&path, env, errors);
-            VendorConfig::ElevateAi(e)
-        }),
-        "yeastar" => deserialize_all::<YeastarConfig>(&path, Value::Object(fields), errors).map(|mut y| {
-            y.resolve(&path, env, errors);
-            VendorConfig::Yeastar(y)
-        }),
-        "http" => deserialize_all::<HttpConfig>(&path, Value::Object(fields), errors).map(|mut h| {
-            h.resolve(&path, env, errors);
-            VendorConfig::Http(Box::new(h))
-        }),
-        other => {
-            errors.push(ConfigError::new(
-                join(&path, "type"),
-                format!("unknown provider type `{other}` (supported: {})", SUPPORTED_TYPES.join(", ")),
-            ));
-            None
-        }
+    let vendor = if let Some(vendor_type) = vendor_type {
+        vendor_type.parse(&path, Value::Object(fields), env, errors)
+    } else {
+        errors.push(ConfigError::new(
+            join(&path, "type"),
+            format!("unknown provider type `{type_name}` (supported: {})", type_list(vendors)),
+        ));
+        None
     };
     Some(ProviderConfig { name: name.to_owned(), common: common?, vendor: vendor? })
 }
 
-/// A vendor config type, for the schema of `providers.<name>` with its `type`.
-trait Vendor: JsonSchema {
-    /// The `type` in YAML.
-    const TYPE: &'static str;
-    /// The name of its provider schema in `$defs`.
-    const DEF: &'static str;
-}
-
-impl Vendor for CommBoxConfig {
-    const TYPE: &'static str = "commbox";
-    const DEF: &'static str = "CommBoxProvider";
-}
-
-impl Vendor for ElevateAiConfig {
-    const TYPE: &'static str = "elevateai";
-    const DEF: &'static str = "ElevateAiProvider";
-}
-
-impl Vendor for YeastarConfig {
-    const TYPE: &'static str = "yeastar";
-    const DEF: &'static str = "YeastarProvider";
-}
-
-impl Vendor for HttpConfig {
-    const TYPE: &'static str = "http";
-    const DEF: &'static str = "HttpProvider";
-}
-
-/// The `$defs` name of the provider schema of each type, in [`SUPPORTED_TYPES`] order.
-pub(crate) const TYPE_DEFS: &[(&str, &str)] = &[
-    (CommBoxConfig::TYPE, CommBoxConfig::DEF),
-    (ElevateAiConfig::TYPE, ElevateAiConfig::DEF),
-    (YeastarConfig::TYPE, YeastarConfig::DEF),
-    (HttpConfig::TYPE, HttpConfig::DEF),
-];
-
-/// `providers.<name>` as written for one `type`: the common keys and the vendor's,
-/// in one map that denies any other key (what [`parse_provider`] accepts).
-struct ProviderOfType<V>(PhantomData<V>);
-
-impl<V: Vendor> JsonSchema for ProviderOfType<V> {
-    fn schema_name() -> Cow<'static, str> {
-        V::DEF.into()
-    }
-
-    fn schema_id() -> Cow<'static, str> {
-        format!("{}::{}", module_path!(), V::DEF).into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let common = CommonConfig::json_schema(generator).to_value();
-        let vendor = V::json_schema(generator).to_value();
-        let mut props = Map::new();
-        props.insert(
-            "type".to_owned(),
-            serde_json::json!({ "const": V::TYPE, "description": format!("`{}`: this vendor.", V::TYPE) }),
-        );
-        props.extend(properties(&vendor));
-        let overrides = vendor_common_defaults(V::TYPE);
-        for (key, mut schema) in properties(&common) {
-            if let Some((_, default, why)) = overrides.iter().find(|(k, ..)| *k == key) {
-                let text = schema.get("description").and_then(Value::as_str).unwrap_or_default();
-                let text = format!("{text} For `{}` it defaults to {default}: {why}.", V::TYPE);
-                schema["description"] = Value::from(text);
-                schema["default"] = default.clone();
-            }
-            props.insert(key, schema);
-        }
-        let mut required = vec![Value::from("type")];
-        required.extend(vendor.get("required").and_then(Value::as_array).cloned().unwrap_or_default());
-        let mut schema = json_schema!({
-            "title": format!("providers.<name> with type: {}", V::TYPE),
-            "type": "object",
-            "properties": props,
-            "required": required,
-            "additionalProperties": false,
-        });
-        for key in ["description", "allOf"] {
-            if let Some(value) = vendor.get(key) {
-                schema.insert(key.to_owned(), value.clone());
-            }
-        }
-        schema
-    }
-}
-
-impl JsonSchema for ProviderConfig {
-    fn schema_name() -> Cow<'static, str> {
-        "ProviderConfig".into()
-    }
-
-    fn schema_id() -> Cow<'static, str> {
-        concat!(module_path!(), "::ProviderConfig").into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        // Also in `$defs` on its own: the keys every type takes.
-        generator.subschema_for::<CommonConfig>();
-        let variants = [
-            (CommBoxConfig::TYPE, generator.subschema_for::<ProviderOfType<CommBoxConfig>>()),
-            (ElevateAiConfig::TYPE, generator.subschema_for::<ProviderOfType<ElevateAiConfig>>()),
-            (YeastarConfig::TYPE, generator.subschema_for::<ProviderOfType<YeastarConfig>>()),
-            (HttpConfig::TYPE, generator.subschema_for::<ProviderOfType<HttpConfig>>()),
-        ];
-        let all_of: Vec<Value> = variants
-            .into_iter()
-            .map(|(type_name, schema)| {
-                serde_json::json!({
-                    "if": { "properties": { "type": { "const": type_name } }, "required": ["type"] },
-                    "then": schema,
-                })
+/// The schema of `providers.<name>` for `vendors`: the keys every type takes, and
+/// for each `type` its own (each in `generator`'s `$defs`).
+pub(crate) fn provider_schema(vendors: &[&dyn VendorType], generator: &mut SchemaGenerator) -> Schema {
+    // Also in `$defs` on its own: the keys every type takes.
+    generator.subschema_for::<CommonConfig>();
+    let all_of: Vec<Value> = vendors
+        .iter()
+        .map(|vendor| {
+            serde_json::json!({
+                "if": { "properties": { "type": { "const": vendor.type_name() } }, "required": ["type"] },
+                "then": vendor.provider_schema(generator),
             })
-            .collect();
-        json_schema!({
-            "description": "One provider: a vendor account behind the gateway. Its `type` decides which keys \
-                            it takes besides the common ones.",
-            "type": "object",
-            "properties": {
-                "type": {
-                    "type": "string",
-                    "enum": SUPPORTED_TYPES,
-                    "description": "The vendor. It decides which keys the provider takes besides these common \
-                                    ones: see the section of each type.",
-                },
-            },
-            "required": ["type"],
-            "allOf": all_of,
         })
-    }
+        .collect();
+    let types: Vec<&str> = vendors.iter().map(|v| v.type_name()).collect();
+    json_schema!({
+        "description": "One provider: a vendor account behind the gateway. Its `type` decides which keys \
+                        it takes besides the common ones.",
+        "type": "object",
+        "properties": {
+            "type": {
+                "type": "string",
+                "enum": types,
+                "description": "The vendor. It decides which keys the provider takes besides these common \
+                                ones: see the section of each type.",
+            },
+        },
+        "required": ["type"],
+        "allOf": all_of,
+    })
 }
 
 impl CommonConfig {

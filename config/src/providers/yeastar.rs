@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::VendorSettings;
 use crate::error::ConfigError;
 use crate::schema::{Humantime, exactly_one_of, required};
 use crate::{EnvLookup, Secret, resolve_secret};
@@ -60,8 +61,12 @@ const fn default_refresh_margin() -> Duration {
     Duration::from_secs(5 * 60)
 }
 
-impl YeastarConfig {
-    pub(crate) fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
+impl VendorSettings for YeastarConfig {
+    const TYPE: &'static str = "yeastar";
+    const DEF: &'static str = "YeastarProvider";
+    const EXAMPLE: Option<&'static str> = Some("yeastar.yaml");
+
+    fn resolve(&mut self, path: &str, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
         match &self.base_url {
             Some(url) => super::check_base_url(path, url, errors),
             None => errors.push(ConfigError::new(format!("{path}.base_url"), "missing field")),
@@ -90,7 +95,9 @@ impl YeastarConfig {
                 .push(ConfigError::new(format!("{path}.client_secret_env"), "missing field (or client_secret inline)"));
         }
     }
+}
 
+impl YeastarConfig {
     /// The Client ID. Present once the config has loaded.
     pub fn client_id(&self) -> Secret<String> {
         self.resolved_client_id.clone().unwrap_or_else(|| Secret::new(String::new()))

@@ -1,74 +1,20 @@
-//! The reference cannot drift: the committed files are what the code generates,
-//! every key it lists is accepted by the loader, every default it shows is the
-//! default the loader applies, every key it calls required is, and the examples
-//! show the keys of their vendor and load.
+//! The reference cannot drift: every key it lists is accepted by the loader,
+//! every default it shows is the default the loader applies, every key it calls required is, and the examples
+//! show the keys of their vendor and load. (That the committed files are what the
+//! code generates for the build's vendor types is tested by the providers crate,
+//! which has their list: `providers/src/registry/tests.rs`.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use figment::Figment;
 use figment::providers::{Format, Yaml};
 use serde_json::{Map, Value};
 
-use super::{Cell, Row, Section, def_order, ordered_keys, reference_markdown, sections, vendor_fields};
-use crate::providers::{SUPPORTED_TYPES, TYPE_DEFS};
+use super::{Cell, Row, Section, def_order, ordered_keys, reference_markdown, sections};
 use crate::schema::properties;
+use crate::tests::VENDORS;
 use crate::{Config, ConfigErrors, ServerConfig, StoreConfig, TelemetryConfig, WebhooksConfig};
-
-const REFERENCE: &str = "docs/configuration.md";
-const SCHEMA: &str = "docs/config.schema.json";
-const UPDATE: &str = "UPDATE_CONFIG_DOCS";
-
-fn workspace_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn schema_text() -> String {
-    serde_json::to_string_pretty(&crate::json_schema()).expect("a JSON value serializes") + "\n"
-}
-
-#[test]
-fn committed_docs_are_up_to_date() {
-    let update = std::env::var(UPDATE).is_ok_and(|v| v == "1");
-    let mut stale = Vec::new();
-    for (path, generated) in [(REFERENCE, reference_markdown()), (SCHEMA, schema_text())] {
-        let file = workspace_file(path);
-        let committed = std::fs::read_to_string(&file).unwrap_or_default();
-        if committed == generated {
-            continue;
-        }
-        if update {
-            std::fs::create_dir_all(file.parent().expect("docs/ has a parent")).expect("create docs/");
-            std::fs::write(&file, generated).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
-            eprintln!("regenerated {path}");
-        } else {
-            stale.push(format!(
-                "{path} is out of date: run `{UPDATE}=1 cargo test -p gateway-config` to regenerate\n{}",
-                first_difference(&committed, &generated)
-            ));
-        }
-    }
-    assert!(stale.is_empty(), "{}", stale.join("\n"));
-}
-
-fn first_difference(committed: &str, generated: &str) -> String {
-    let (mut old, mut new) = (committed.lines(), generated.lines());
-    for line in 1.. {
-        match (old.next(), new.next()) {
-            (None, None) => break,
-            (a, b) if a == b => {}
-            (a, b) => {
-                return format!(
-                    "  first difference, line {line}:\n  committed: {}\n  generated: {}",
-                    a.unwrap_or("<end of file>"),
-                    b.unwrap_or("<end of file>")
-                );
-            }
-        }
-    }
-    String::new()
-}
 
 // ---- YAML documents built from the reference's rows --------------------------------
 
@@ -123,7 +69,7 @@ impl Doc {
     }
 
     fn load(&self) -> Result<Config, ConfigErrors> {
-        Config::from_yaml(&self.yaml(), &dummy_env)
+        Config::from_yaml(VENDORS, &self.yaml(), &dummy_env)
     }
 }
 
@@ -194,8 +140,8 @@ fn all_rows(sections: &[Section]) -> Vec<(&Section, &Row, &'static str)> {
         .filter(|s| !s.prefix.starts_with("providers."))
         .flat_map(|s| s.rows.iter().map(move |r| (s, r, "")))
         .collect();
-    for provider_type in SUPPORTED_TYPES {
-        rows.extend(provider_rows(sections, provider_type).into_iter().map(|(s, r)| (s, r, *provider_type)));
+    for provider_type in VENDORS.iter().map(|v| v.type_name()) {
+        rows.extend(provider_rows(sections, provider_type).into_iter().map(|(s, r)| (s, r, provider_type)));
     }
     rows
 }
@@ -250,7 +196,7 @@ fn assert_same(context: &str, omitted: &Config, written: &Config, yaml: &str) {
 
 #[test]
 fn every_documented_key_loads_and_every_documented_default_is_the_default() {
-    let sections = sections(&crate::json_schema());
+    let sections = sections(&crate::json_schema(VENDORS), VENDORS);
     let base = minimal(&sections);
     let omitted =
         base.load().unwrap_or_else(|e| panic!("the documented required keys are not enough:\n{e}\n\n{}", base.yaml()));
@@ -328,7 +274,7 @@ fn every_documented_key_loads_and_every_documented_default_is_the_default() {
 
 #[test]
 fn every_documented_requirement_is_enforced() {
-    let sections = sections(&crate::json_schema());
+    let sections = sections(&crate::json_schema(VENDORS), VENDORS);
     let base = minimal(&sections);
     for (section, row, provider) in all_rows(&sections) {
         if row.parent().is_some() {
@@ -363,7 +309,7 @@ fn every_documented_requirement_is_enforced() {
 
 #[test]
 fn the_schema_covers_what_the_loader_reads() {
-    let schema = crate::json_schema();
+    let schema = crate::json_schema(VENDORS);
     let top: Vec<String> = properties(&schema).keys().cloned().collect();
     let mut sections_read: Vec<String> = crate::SECTIONS.iter().map(|s| (*s).to_owned()).collect();
     sections_read.sort();
@@ -376,29 +322,28 @@ fn the_schema_covers_what_the_loader_reads() {
     common_fields.sort();
     assert_eq!(common, common_fields, "the keys parse_provider hands to CommonConfig");
 
-    let types: Vec<&str> = TYPE_DEFS.iter().map(|(t, _)| *t).collect();
-    assert_eq!(types, SUPPORTED_TYPES, "TYPE_DEFS and SUPPORTED_TYPES");
+    let types: Vec<&str> = VENDORS.iter().map(|v| v.type_name()).collect();
     assert_eq!(
         schema["$defs"]["ProviderConfig"]["properties"]["type"]["enum"],
-        serde_json::json!(SUPPORTED_TYPES),
+        serde_json::json!(types),
         "the schema's provider types"
     );
-    for (type_name, def) in TYPE_DEFS {
-        let vendor = vendor_fields(type_name);
-        assert!(!vendor.is_empty(), "vendor_fields({type_name})");
+    for vendor_type in VENDORS {
+        let (type_name, def, vendor) = (vendor_type.type_name(), vendor_type.def_name(), vendor_type.fields());
+        assert!(!vendor.is_empty(), "fields of {type_name}");
         for field in vendor {
             assert!(!common.contains(&(*field).to_owned()), "{type_name}.{field} is shadowed by a common key");
         }
         // Every key of the type is documented: `type`, the vendor's, the common ones.
-        let keys = ordered_keys(&defs[*def], vendor);
+        let keys = ordered_keys(&defs[def], vendor);
         assert_eq!(keys.len(), 1 + vendor.len() + common.len(), "{def}: {keys:?}");
     }
     // Every struct's keys render in declaration order (else: add it to `def_order`).
     for (name, def) in defs {
-        if def.get("properties").is_none() || TYPE_DEFS.iter().any(|(_, d)| d == name) {
+        if def.get("properties").is_none() || VENDORS.iter().any(|v| v.def_name() == name) {
             continue;
         }
-        let mut order: Vec<String> = def_order(name).iter().map(|f| (*f).to_owned()).collect();
+        let mut order: Vec<String> = def_order(name, VENDORS).iter().map(|f| (*f).to_owned()).collect();
         let mut props: Vec<String> = properties(def).keys().cloned().collect();
         order.sort_unstable();
         props.sort_unstable();
@@ -411,7 +356,7 @@ fn the_schema_covers_what_the_loader_reads() {
 
 #[test]
 fn the_reference_renders_defaults_as_users_write_them() {
-    let md = reference_markdown();
+    let md = reference_markdown(VENDORS);
     for row in [
         "| `server.drain_timeout` | duration | `30s` |",
         "| `server.shutdown_delay` | duration | `0s` |",
@@ -467,10 +412,10 @@ fn mentions(text: &str, key: &str) -> bool {
 
 #[test]
 fn each_vendor_example_shows_its_keys_and_keeps_secrets_out() {
-    let sections = sections(&crate::json_schema());
+    let sections = sections(&crate::json_schema(VENDORS), VENDORS);
     let mut shown_somewhere: Vec<String> = Vec::new();
     for (file, provider_type, text) in EXAMPLES {
-        let config = Config::from_yaml(text, &dummy_env).unwrap_or_else(|e| panic!("{file}:\n{e}"));
+        let config = Config::from_yaml(VENDORS, text, &dummy_env).unwrap_or_else(|e| panic!("{file}:\n{e}"));
         assert!(config.providers.values().all(|p| p.vendor.type_name() == *provider_type), "{file}");
 
         // Every key of its provider type (not the inline form of a secret) is shown.

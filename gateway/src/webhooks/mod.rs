@@ -277,7 +277,7 @@ mod tests {
     async fn deliveries_check_the_address_again_at_send_time() {
         let yaml = "auth:\n  keys:\n    crm:\n      key: k\n      webhook_secret: whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=\n\
                     providers:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: a\n    client_secret: b\n";
-        let config = Config::from_yaml(yaml, &|_| None).unwrap();
+        let config = Config::from_yaml(&providers::registry::config_types(), yaml, &|_| None).unwrap();
         let store: Arc<dyn Outbox> = Arc::new(crate::store::memory::MemoryStore::new(1 << 20));
         let webhooks = Webhooks::new(&config, store, Arc::new(Notify::new())).unwrap();
         for url in ["http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/", "http://[::ffff:0:a9fe:a9fe]/"] {

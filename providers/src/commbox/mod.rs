@@ -3,7 +3,8 @@
 //! - [`CommBox`]: the adapter — request validation (150 characters, language),
 //!   submit (`POST /ai-services/summary_conversation`), poll (`GET ...?action_id=`),
 //!   the four differently shaped error bodies, markdown → canonical content.
-//! - [`mapping`]: the bold-header markdown answer → sections.
+//! - the bold-header markdown answer → sections: [`crate::content::markdown`]
+//!   (shared with `type: http`).
 //! - [`simulator`]: a faithful stand-in for CommBox, used by tests and the demo.
 //!
 //! Vendor facts (PROVIDERS.md): submit answers **200** `{"status":"Initialized",
@@ -13,7 +14,6 @@
 //! lifecycle (`pending` → `completed` | `failed`); the schedule lives in the
 //! gateway, the policy ([`JobPolicy`]) comes from this provider's config.
 
-pub mod mapping;
 #[cfg(any(test, feature = "sim"))]
 pub mod simulator;
 
@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gateway_config::{CommBoxConfig, CommonConfig, Secret};
+use gateway_config::providers::commbox::CommBoxConfig;
+use gateway_config::{CommonConfig, Secret};
 use http::HeaderValue;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -273,7 +274,7 @@ impl CommBox {
         let mut sections = m
             .raw_text("text", &body)
             .filter(|t| !t.trim().is_empty())
-            .map(mapping::sections_from_markdown)
+            .map(crate::content::markdown::sections_from_markdown)
             .ok_or_else(|| {
                 ProviderError::bad_answer(200, "`Completed` without an answer (check mappings.summary.text)")
             })?;
@@ -391,10 +392,6 @@ pub fn callback_action_id(body: &[u8]) -> Option<String> {
 /// Text in, asynchronous: a job per submission, polled (or called back) until it ends.
 #[async_trait::async_trait]
 impl Vendor for CommBox {
-    fn type_name(&self) -> &'static str {
-        "commbox"
-    }
-
     fn input(&self) -> Input {
         Input::Text
     }

@@ -257,6 +257,49 @@ pub struct CommBoxSimulator {
 /// A simulator serving on a local port (stops when dropped).
 pub type RunningSimulator = sim_hooks::Running<CommBoxSimulator>;
 
+/// This simulator in the registry: `simulate commbox`, and the demo's `commbox-demo`.
+pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
+    vendor: "CommBox",
+    about: "CommBox AI Conversation Summary (`/ai-services/summary_conversation`)",
+    listen: "127.0.0.1:9002",
+    flags: &[
+        sim_hooks::SimFlag {
+            long: "token",
+            value_name: "TOKEN",
+            default: "demo-commbox-token",
+            help: Some("The API key it accepts (`Authorization: Bearer`)"),
+            check: sim_hooks::parses_as::<String>,
+        },
+        sim_hooks::SimFlag {
+            long: "processing",
+            value_name: "PROCESSING",
+            default: "2s",
+            help: Some("Time from submission until a summary is final"),
+            check: sim_hooks::is_duration,
+        },
+    ],
+    serve: |listener, flags| {
+        let options = match flags {
+            None => SimOptions::default(),
+            Some(flags) => SimOptions {
+                token: flags.get("token")?,
+                processing: flags.duration("processing")?,
+                ..SimOptions::default()
+            },
+        };
+        CommBoxSimulator::new(options).serve_on(listener).map(Into::into).map_err(|e| e.to_string())
+    },
+    demo_banner: |addr, key| {
+        format!(
+            r#"  # CommBox (asynchronous): 202 + Location at once, or hold up to 10 s for the result
+  curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {key}' \
+       -H 'Content-Type: application/json' -H 'Prefer: wait=10' \
+       -d '{{"provider":"commbox-demo","language":"en","conversation":{{"text":"Agent: Good morning, Acme support. Client: Hi, my March invoice was charged twice and I would like the duplicate refunded. Agent: I see it, I have refunded the duplicate charge."}}}}'
+"#
+        )
+    },
+};
+
 impl CommBoxSimulator {
     /// A simulator without actions.
     pub fn new(options: SimOptions) -> Self {

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, VendorConfig};
+use gateway_config::Config;
+use gateway_config::providers::commbox::CommBoxConfig;
 
 use super::simulator::{CommBoxSimulator, RunningSimulator, SimOptions};
 use super::*;
@@ -22,9 +23,9 @@ fn adapter(base_url: &str, token: &str) -> CommBox {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  cb:\n    type: commbox\n    base_url: {base_url}\n    token: {token}\n    timeout: 3s\n"
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let config = Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap();
     let p = &config.providers["cb"];
-    let VendorConfig::CommBox(c) = &p.vendor else { panic!("not commbox") };
+    let Some(c) = p.vendor.settings::<CommBoxConfig>() else { panic!("not commbox") };
     CommBox::new(Arc::from("cb"), &p.common, c, &AnswerBudget::default()).unwrap()
 }
 
@@ -134,14 +135,14 @@ fn every_language_the_adapter_sends_is_one_the_simulator_accepts() {
 
 /// A `Completed` poll answer of `fixtures/` → canonical content, as the adapter
 /// maps it with the built-in mapping: `$.answer` read as markdown, through
-/// [`super::mapping::sections_from_markdown`] (no other content field is mapped
+/// [`crate::content::markdown::sections_from_markdown`] (no other content field is mapped
 /// by default; `data` and `participants` stay empty for CommBox).
 fn fixture_content(fixture: &str) -> crate::canonical::Content {
     let body: serde_json::Value = serde_json::from_str(fixture).unwrap();
     assert_eq!(body["status"], "Completed", "a fixture of a finished action");
     assert!(body["action_id"].as_str().is_some_and(|id| id.starts_with("AI_API_SUMMARY_")), "{body}");
     let answer = body["answer"].as_str().expect("a Completed answer carries markdown");
-    crate::canonical::Content::from_sections(super::mapping::sections_from_markdown(answer))
+    crate::canonical::Content::from_sections(crate::content::markdown::sections_from_markdown(answer))
 }
 
 #[test]
@@ -172,5 +173,8 @@ fn the_indent_of_a_fixture_does_not_change_its_content() {
     let one_space = body["answer"].as_str().unwrap();
     let two_spaces = one_space.replace("\n - ", "\n  - ");
     assert_ne!(one_space, two_spaces);
-    assert_eq!(super::mapping::sections_from_markdown(&two_spaces), super::mapping::sections_from_markdown(one_space));
+    assert_eq!(
+        crate::content::markdown::sections_from_markdown(&two_spaces),
+        crate::content::markdown::sections_from_markdown(one_space)
+    );
 }

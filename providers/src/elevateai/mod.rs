@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gateway_config::{CommonConfig, ElevateAiConfig, ElevateAiVariant};
+use gateway_config::CommonConfig;
+use gateway_config::providers::elevateai::{ElevateAiConfig, ElevateAiVariant};
 use http::HeaderValue;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -381,10 +382,6 @@ impl ElevateAi {
 /// Reference in, synchronous; kinds by variant; questions about an interaction.
 #[async_trait::async_trait]
 impl Vendor for ElevateAi {
-    fn type_name(&self) -> &'static str {
-        "elevateai"
-    }
-
     fn input(&self) -> Input {
         Input::Reference
     }

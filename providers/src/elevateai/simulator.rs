@@ -463,6 +463,54 @@ pub struct ElevateAiSimulator {
 /// A simulator serving on a local port (stops when dropped).
 pub type RunningSimulator = sim_hooks::Running<ElevateAiSimulator>;
 
+/// This simulator in the registry: `simulate elevateai`, and the demo's `elevateai-demo`.
+pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
+    vendor: "ElevateAI",
+    about: "ElevateAI gen-AI results (`/v1/interactions/...`), seeded with two processed interactions",
+    listen: "127.0.0.1:9003",
+    flags: &[
+        sim_hooks::SimFlag {
+            long: "token",
+            value_name: "TOKEN",
+            default: "demo-elevateai-token",
+            help: Some("The API token it accepts (`X-API-Token`)"),
+            check: sim_hooks::parses_as::<String>,
+        },
+        sim_hooks::SimFlag {
+            long: "max-concurrent",
+            value_name: "MAX_CONCURRENT",
+            default: "10",
+            help: Some("Gen-AI requests in flight at once before it answers 429 (the account limit)"),
+            check: sim_hooks::parses_as::<usize>,
+        },
+    ],
+    serve: |listener, flags| {
+        let options = match flags {
+            None => SimOptions::default(),
+            Some(flags) => SimOptions {
+                token: flags.get("token")?,
+                max_concurrent: flags.parse("max-concurrent")?,
+                ..SimOptions::default()
+            },
+        };
+        ElevateAiSimulator::new(options).serve_on(listener).map(Into::into).map_err(|e| e.to_string())
+    },
+    demo_banner: |addr, key| {
+        format!(
+            r#"  # ElevateAI: any kind of an interaction (summary, details, action_items, coaching, topics, composition)
+  curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {key}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"provider":"elevateai-demo","kind":"details","conversation":{{"id":"{BILLING_CALL}"}}}}'
+
+  # ...and a question about it (5 per interaction; a repeated one is answered from the store)
+  curl -s http://{addr}/v1/questions -H 'Authorization: Bearer {key}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"provider":"elevateai-demo","conversation":{{"id":"{BILLING_CALL}"}},"question":"Was the customer refunded?"}}'
+"#
+        )
+    },
+};
+
 /// Holds one concurrency slot; gives it back when dropped, also when the client goes
 /// away and the request's future is dropped mid-way.
 struct Slot {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, VendorConfig};
+use gateway_config::Config;
+use gateway_config::providers::elevateai::ElevateAiConfig;
 
 use super::simulator::{
     BILLING_CALL, ElevateAiSimulator, MARK_UNANSWERABLE, OUTAGE_CHAT, PROCESSING_CALL, RunningSimulator, SimOptions,
@@ -25,9 +26,10 @@ fn adapter_sharing(base_url: &str, token: &str, extra: &str, shared: Option<Arc<
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  ai:\n    type: elevateai\n    base_url: {base_url}\n    token: {token}\n    timeout: 3s\n{extra}\n"
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let p = &config.providers["ai"];
-    let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
+    let Some(e) = p.vendor.settings::<ElevateAiConfig>() else { panic!("not elevateai") };
     ElevateAi::new(Arc::from("ai"), &p.common, e, shared, &AnswerBudget::default()).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
@@ -240,9 +242,9 @@ fn interaction_ids_must_be_guids() {
 #[test]
 fn bad_mappings_are_all_reported_with_their_paths() {
     let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  ai:\n    type: elevateai\n    base_url: http://127.0.0.1:9\n    token: t\n    variant: standard\n    mappings:\n      summary: { text: \"$.[\" }\n      topics: { colour: \"$.x\" }\n      nonsense: { items: \"$.x\" }\n";
-    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    let config = Config::from_yaml(&crate::registry::config_types(), yaml, &|_| None).unwrap();
     let p = &config.providers["ai"];
-    let VendorConfig::ElevateAi(e) = &p.vendor else { panic!("not elevateai") };
+    let Some(e) = p.vendor.settings::<ElevateAiConfig>() else { panic!("not elevateai") };
     let Err(errors) = ElevateAi::new(Arc::from("ai"), &p.common, e, None, &AnswerBudget::default()) else {
         panic!("bad mappings accepted")
     };

@@ -419,8 +419,8 @@ impl Declared {
                 ContentFormat::Text => {
                     prose.extend(crate::mapping::sections_from_plain(text).into_iter().flat_map(|s| s.items));
                 }
-                ContentFormat::Markdown => sections.extend(crate::commbox::mapping::sections_from_markdown(text)),
-                ContentFormat::Html => sections.extend(crate::yeastar::mapping::sections_from_html(text)),
+                ContentFormat::Markdown => sections.extend(crate::content::markdown::sections_from_markdown(text)),
+                ContentFormat::Html => sections.extend(crate::content::html::sections_from_html(text)),
             }
         }
         sections.extend(m.listed_sections(root, None));
@@ -468,10 +468,6 @@ enum JobState {
 /// Described in YAML: what it can do is what its config says.
 #[async_trait::async_trait]
 impl Vendor for Declared {
-    fn type_name(&self) -> &'static str {
-        "http"
-    }
-
     fn input(&self) -> Input {
         self.input
     }

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use gateway_config::{Config, VendorConfig};
+use gateway_config::{Config, HttpConfig};
 use tokio::net::TcpListener;
 
 use super::*;
@@ -158,10 +158,11 @@ fn config(url: &str, keys: &str) -> (gateway_config::CommonConfig, HttpConfig) {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  p:\n    type: http\n    base_url: {url}\n    timeout: 3s\n{keys}"
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let config =
+        Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let p = &config.providers["p"];
-    let VendorConfig::Http(http) = &p.vendor else { panic!("not type: http") };
-    (p.common.clone(), (**http).clone())
+    let Some(http) = p.vendor.settings::<HttpConfig>() else { panic!("not type: http") };
+    (p.common.clone(), http.clone())
 }
 
 fn declared(url: &str, keys: &str) -> Declared {

@@ -4,7 +4,7 @@
 //!   query string, errcode mapping, HTML → canonical content.
 //! - [`token`]: the shared access token (single flight, refresh ahead, one login for
 //!   the fleet through the shared store, never retry a rejected credential).
-//! - [`mapping`]: the HTML summary → sections.
+//! - HTML summary → sections: [`crate::content::html`] (shared with `type: http`).
 //! - [`simulator`]: a faithful stand-in for the PBX, used by tests and the demo.
 //! - `fixtures/`: the vendor docs' example and the simulator's seed data.
 //!
@@ -12,7 +12,6 @@
 //! `data` is keyed `src` or `dst` whichever party was asked; `created_at` may be a
 //! string or an integer.
 
-pub mod mapping;
 #[cfg(any(test, feature = "sim"))]
 pub mod simulator;
 pub mod token;
@@ -20,7 +19,8 @@ pub mod token;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_config::{CommonConfig, YeastarConfig};
+use gateway_config::CommonConfig;
+use gateway_config::providers::yeastar::YeastarConfig;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use url::Url;
@@ -217,7 +217,7 @@ impl Yeastar {
                 vendor: VendorDetail::new(Some(200), Some(0.into()), None),
             });
         };
-        let mut sections = mapping::sections_from_html(html);
+        let mut sections = crate::content::html::sections_from_html(html);
         sections.extend(m.listed_sections(&root, None));
         let participant = Participant {
             role: asked.as_str().to_owned(),
@@ -259,10 +259,6 @@ pub(crate) struct Envelope {
 /// Reference in (a call leg and party), synchronous; language is not the caller's to choose.
 #[async_trait::async_trait]
 impl Vendor for Yeastar {
-    fn type_name(&self) -> &'static str {
-        "yeastar"
-    }
-
     fn input(&self) -> Input {
         Input::Reference
     }

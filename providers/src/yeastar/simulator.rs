@@ -149,6 +149,49 @@ pub struct YeastarSimulator {
 /// A simulator serving on a local port (stops when dropped).
 pub type RunningSimulator = sim_hooks::Running<YeastarSimulator>;
 
+/// This simulator in the registry: `simulate yeastar`, and the demo's `pbx-demo`.
+pub static SIMULATOR: sim_hooks::Simulator = sim_hooks::Simulator {
+    vendor: "Yeastar",
+    about: "Yeastar P-Series (`/openapi/...`), seeded with the docs' example",
+    listen: "127.0.0.1:9001",
+    flags: &[
+        sim_hooks::SimFlag {
+            long: "client-id",
+            value_name: "CLIENT_ID",
+            default: "demo-client-id",
+            help: None,
+            check: sim_hooks::parses_as::<String>,
+        },
+        sim_hooks::SimFlag {
+            long: "client-secret",
+            value_name: "CLIENT_SECRET",
+            default: "demo-client-secret",
+            help: None,
+            check: sim_hooks::parses_as::<String>,
+        },
+    ],
+    serve: |listener, flags| {
+        let options = match flags {
+            None => SimOptions::default(),
+            Some(flags) => SimOptions {
+                client_id: flags.get("client-id")?,
+                client_secret: flags.get("client-secret")?,
+                ..SimOptions::default()
+            },
+        };
+        YeastarSimulator::new(options).serve_on(listener).map(Into::into).map_err(|e| e.to_string())
+    },
+    demo_banner: |addr, key| {
+        format!(
+            r#"  # Yeastar (synchronous): a call leg's summary
+  curl -s http://{addr}/v1/summaries -H 'Authorization: Bearer {key}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"provider":"pbx-demo","conversation":{{"id":"20260513223234-3EE9E","party":"caller","extension_id":3202}}}}'
+"#
+        )
+    },
+};
+
 /// The records of the fixtures: the docs' example plus `fixtures/records.json`.
 pub fn fixture_records() -> Vec<SimRecord> {
     let docs: Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap_or(Value::Null);

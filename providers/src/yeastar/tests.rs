@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_config::{Config, VendorConfig};
+use gateway_config::Config;
+use gateway_config::providers::yeastar::YeastarConfig;
 
 use super::simulator::{RunningSimulator, SimOptions, YeastarSimulator};
 use super::*;
@@ -34,13 +35,13 @@ fn config(base_url: &str, secret: &str, timeout: &str) -> Config {
     let yaml = format!(
         "auth: {{ keys: {{ t: {{ key: k }} }} }}\nproviders:\n  pbx:\n    type: yeastar\n    base_url: {base_url}\n    client_id: demo-client-id\n    client_secret: {secret}\n    timeout: {timeout}\n"
     );
-    Config::from_yaml(&yaml, &|_| None).unwrap()
+    Config::from_yaml(&crate::registry::config_types(), &yaml, &|_| None).unwrap()
 }
 
 fn adapter_at(base_url: &str, secret: &str, timeout: &str) -> Yeastar {
     let config = config(base_url, secret, timeout);
     let p = &config.providers["pbx"];
-    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
+    let Some(y) = p.vendor.settings::<YeastarConfig>() else { panic!("not yeastar") };
     Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap()
 }
 
@@ -72,9 +73,9 @@ fn accepts_src_or_dst_and_string_timestamps() {
 #[test]
 fn a_mapping_override_follows_a_renamed_field() {
     let yaml = "auth: { keys: { t: { key: k } } }\nproviders:\n  pbx:\n    type: yeastar\n    base_url: http://127.0.0.1:9\n    client_id: i\n    client_secret: s\n    mappings: { summary: { text: \"$.data.*.summary_html\", participant_name: \"$.data.*.agent\" } }\n";
-    let config = Config::from_yaml(yaml, &|_| None).unwrap();
+    let config = Config::from_yaml(&crate::registry::config_types(), yaml, &|_| None).unwrap();
     let p = &config.providers["pbx"];
-    let VendorConfig::Yeastar(y) = &p.vendor else { panic!("not yeastar") };
+    let Some(y) = p.vendor.settings::<YeastarConfig>() else { panic!("not yeastar") };
     let yeastar = Yeastar::new(Arc::from("pbx"), &p.common, y, None, &AnswerBudget::default()).unwrap();
     let rest = json!({"data": {"dst": {"summary_html": "<p>T</p><ul><li>x</li></ul>", "agent": "Leo"}}});
     let Value::Object(rest) = rest else { panic!() };
@@ -284,4 +285,16 @@ fn an_http_5xx_from_the_pbx_is_unavailable_and_other_non_200_a_bad_answer() {
         let err = parse_envelope(&answer(status)).err().unwrap();
         assert!(matches!(err, ProviderError::Rejected { .. }), "{status}: {err:?}");
     }
+}
+
+/// The docs' HTML (`content::html`) as the PBX sends it.
+#[test]
+fn docs_example_has_three_sections_of_three_items() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/getaisummary_docs.json")).unwrap();
+    let html = fixture["data"]["dst"]["summary"].as_str().unwrap();
+    let sections = crate::content::html::sections_from_html(html);
+    let titles: Vec<Option<&str>> = sections.iter().map(|s| s.title.as_deref()).collect();
+    assert_eq!(titles, [Some("Call Summary"), Some("Key Points"), Some("Follow-Up Actions")]);
+    assert!(sections.iter().all(|s| s.items.len() == 3), "{sections:?}");
+    assert_eq!(sections[0].items[0], "Kristin Hale was transferred to a human agent regarding a login issue.");
 }

@@ -1,4 +1,5 @@
-//! CommBox's markdown answer → canonical sections.
+//! A markdown summary → canonical sections: CommBox's answers, and `type: http`'s
+//! `content_format: markdown`.
 //!
 //! CommBox answers bullet sections with bold headers:
 //! `- **Client reason for contact**:\n - The client noticed ...`. A list item (at
