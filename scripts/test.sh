@@ -4,7 +4,7 @@
 # SG_TEST_REDIS_URL (default redis://127.0.0.1:6379). If none does, this starts
 # one (installing Debian's redis-server if it is missing). Tests use key
 # prefixes of their own and delete their keys; nothing is written to disk.
-# tests/deploy needs kubectl (installed from Debian if missing, below), and
+# tests/deploy needs kubectl and promtool (both from Debian if missing, below), and
 # tests/e2e/schemathesis.rs Schemathesis (installed from PyPI if missing, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,29 @@ if ! command -v kubectl >/dev/null; then
   [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq kubernetes-client >/dev/null
+fi
+
+# tests/deploy runs `promtool check rules` and `promtool test rules` on
+# deploy/observability/. promtool comes from Debian's `prometheus` package; it is
+# unpacked (apt-get download + dpkg -x) into the user's cache rather than
+# installed, because installing the package also enables and starts a Prometheus
+# server (systemd) on a developer's machine. The test reads its path from SG_PROMTOOL.
+if command -v promtool >/dev/null; then
+  export SG_PROMTOOL="$(command -v promtool)"
+else
+  prom_dir="${XDG_CACHE_HOME:-$HOME/.cache}/summary-gateway/prometheus-deb"
+  if [[ ! -x "${prom_dir}/usr/bin/promtool" ]]; then
+    echo "--- unpacking promtool (Debian's prometheus package) into ${prom_dir}"
+    sudo_cmd=""
+    [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    rm -rf "${prom_dir}"
+    mkdir -p "${prom_dir}/deb"
+    (cd "${prom_dir}/deb" && apt-get download -qq prometheus)
+    dpkg -x "${prom_dir}"/deb/prometheus_*.deb "${prom_dir}"
+    rm -rf "${prom_dir}/deb"
+  fi
+  export SG_PROMTOOL="${prom_dir}/usr/bin/promtool"
 fi
 
 # tests/e2e/schemathesis.rs runs Schemathesis (PyPI) against the demo: a pinned

@@ -24,6 +24,8 @@ use gateway_config::Config;
 use serde::Deserialize as _;
 use serde_yaml::{Mapping, Value};
 
+mod observability;
+
 /// Config fields that hold a secret inline; in Kubernetes they must come from `*_env`.
 const INLINE_SECRET_FIELDS: &[&str] =
     &["key", "webhook_secret", "token", "client_id", "client_secret", "callback_token"];

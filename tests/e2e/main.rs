@@ -20,6 +20,7 @@ mod examples;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod observability;
 mod openapi;
 mod otlp;
 mod redis_secure;
