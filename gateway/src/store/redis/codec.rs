@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use providers::Status;
 
-use crate::store::{StoreError, StoreEvent, StoredSummary, WebhookTarget};
+use crate::store::{StoreError, StoreEvent, StoredSummary};
 
 /// `<status byte><provider>\n<json>`: what the cache-hit path needs without parsing the JSON.
 pub(super) fn encode_summary(s: &StoredSummary) -> Vec<u8> {
@@ -71,10 +71,6 @@ pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreErr
 
 pub(super) fn from_json<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError(format!("redis: a stored {what} is unreadable: {e}")))
-}
-
-pub(super) fn webhooks_of(raw: &str) -> Result<Vec<WebhookTarget>, StoreError> {
-    from_json(raw, "callback list")
 }
 
 #[cfg(test)]

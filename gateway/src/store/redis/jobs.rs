@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use providers::time::{now_ms, ttl_ms};
 
 use super::RedisStore;
-use super::codec::{encode_event, encode_summary, from_json, to_json, webhooks_of};
+use super::codec::{encode_event, encode_summary, from_json, to_json};
 use crate::store::SummaryStore;
 use crate::store::{Delivery, Job, JobStore, StoreError, StoreEvent, StoredSummary, WebhookTarget};
 
@@ -60,24 +60,35 @@ impl JobStore for RedisStore {
     }
 
     async fn unclaimed_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        // Plain commands, every key named (a script that built the lease and
+        // webhook key names inside Lua would break Redis Cluster's rule that a
+        // script declares its keys). Not atomic, and need not be: taking a job
+        // is `acquire_lease`, which is.
         let mut conn = self.conn()?;
-        let raw: Vec<String> = self
-            .run(
-                self.scripts
-                    .unclaimed_jobs
-                    .key(self.jobs_key("jobs"))
-                    .arg(self.jobs_key("lease:"))
-                    .arg(self.jobs_key("callbacks:"))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        raw.chunks(2)
-            .map(|pair| {
-                let mut job: Job = from_json(&pair[0], "job")?;
-                job.webhooks = pair.get(1).map_or(Ok(Vec::new()), |c| webhooks_of(c))?;
-                Ok(job)
-            })
-            .collect()
+        let jobs: Vec<(String, String)> =
+            self.run(redis::cmd("HGETALL").arg(self.jobs_key("jobs")).query_async(&mut conn)).await?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &jobs {
+            pipe.cmd("EXISTS").arg(self.jobs_key(&format!("lease:{id}")));
+            pipe.cmd("SMEMBERS").arg(self.jobs_key(&format!("callbacks:{id}")));
+        }
+        let answers: Vec<redis::Value> = self.run(pipe.query_async(&mut conn)).await?;
+        let mut unclaimed = Vec::new();
+        for ((_, json), pair) in jobs.iter().zip(answers.chunks(2)) {
+            if matches!(pair.first(), Some(redis::Value::Int(0))) {
+                let mut job: Job = from_json(json, "job")?;
+                let targets: Vec<String> = pair
+                    .get(1)
+                    .map_or(Ok(Vec::new()), redis::from_redis_value_ref)
+                    .map_err(|e| StoreError(format!("redis: a webhook list is unreadable: {e}")))?;
+                job.webhooks = targets.iter().map(|t| from_json(t, "webhook")).collect::<Result<_, _>>()?;
+                unclaimed.push(job);
+            }
+        }
+        Ok(unclaimed)
     }
 
     async fn add_webhook(&self, id: &str, target: WebhookTarget) -> Result<bool, StoreError> {

@@ -116,10 +116,13 @@ async fn a_job_lease_is_held_by_one_replica_and_taken_over_when_it_lapses() {
     assert!(f.b.unclaimed_jobs().await.unwrap().is_empty(), "a holds the lease it created the job with");
     assert!(!f.b.acquire_lease("sum_j").await.unwrap());
     assert!(f.a.renew_lease("sum_j").await.unwrap());
+    let hook = WebhookTarget { caller: "crm".into(), url: "http://127.0.0.1:9/hook".into() };
+    assert!(f.a.add_webhook("sum_j", hook.clone()).await.unwrap());
     // a dies: its lease (1 s) lapses, b takes the job over; a's renewal then fails.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let orphans = f.b.unclaimed_jobs().await.unwrap();
     assert_eq!(orphans.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["sum_j"]);
+    assert_eq!(orphans[0].webhooks, [hook], "an orphan comes with its webhooks");
     assert!(f.b.acquire_lease("sum_j").await.unwrap());
     assert!(!f.a.renew_lease("sum_j").await.unwrap());
     f.b.release_lease("sum_j").await.unwrap();
