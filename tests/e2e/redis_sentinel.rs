@@ -141,7 +141,7 @@ async fn failover_under_load(kill: bool) {
     let gw = Arc::new(
         TestGateway::start_with(Setup {
             extra: format!(
-                "store:\n  key_prefix: {prefix}\n  timeout: 300ms\n  sentinel:\n    master: {MASTER}\n    nodes: [{}]\n",
+                "store:\n  key_prefix: {prefix}\n  timeout: 300ms\n  job_lease: 2s\n  sentinel:\n    master: {MASTER}\n    nodes: [{}]\n",
                 nodes.join(", ")
             ),
             ..Setup::default()
@@ -239,7 +239,10 @@ async fn failover_under_load(kill: bool) {
     );
     assert!(seen.len() > refused.len(), "no request succeeded around the failover");
 
-    // Both jobs end, on the new primary.
+    // Both jobs end, on the new primary. A job whose end was written to the old
+    // primary in the moment between the replica's promotion and the old
+    // primary's demotion loses that write (Sentinel replicates asynchronously):
+    // its lease lapses (2 s here) and a poller takes it again.
     for id in [before_id, after_id] {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
