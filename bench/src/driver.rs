@@ -22,6 +22,7 @@ use providers::yeastar::simulator::SimOptions;
 use serde_json::Value;
 
 use crate::load::{self, Check, Conn, Latencies, LoadResult, Outcome, Plan, Rate, Target, Usage, Watch};
+use crate::nginx::{self, Nginx};
 use crate::num::{to_f64, to_u64};
 use crate::process::ServerProcess;
 use crate::procfs::{self, Sample};
@@ -65,6 +66,16 @@ const IDLE_CPU_TARGET_MS: f64 = 50.0;
 /// A vendor described in YAML (`type: http`) costs at most this many times the
 /// gateway CPU of its built-in adapter per cache miss (f2 / f1).
 const DECLARED_RATIO_TARGET: f64 = 1.2;
+/// Issue 15, against nginx in the same run: a cache hit (b) costs at most this
+/// many times nginx `return 200` of the same bytes (n1) in CPU per request …
+const NGINX_HIT_CPU_RATIO: f64 = 1.6;
+/// … and serves at least this share of its requests per second;
+const NGINX_HIT_RPS_RATIO: f64 = 0.6;
+/// a miss (d2) costs at most this many times nginx `proxy_pass` to the same
+/// simulator (n2) in CPU per request (each server's own process tree) …
+const NGINX_MISS_CPU_RATIO: f64 = 4.0;
+/// … and serves at least this share of its requests per second.
+const NGINX_MISS_RPS_RATIO: f64 = 0.35;
 
 /// The gateway's only key in the benchmark configuration.
 const KEY: &str = "sg-bench-key-0123456789abcdef";
@@ -140,6 +151,8 @@ struct Servers {
     interactions: Arc<[String]>,
     gateway: ServerProcess,
     baseline: ServerProcess,
+    /// nginx (rows n1, n2), or why it is not there.
+    nginx: Result<NginxServer, String>,
     /// The cached summary of the docs' example: the bytes the baseline answers with.
     cached: Bytes,
     /// Its id, for `GET /v1/summaries/{id}`.
@@ -235,8 +248,20 @@ async fn drive(s: &Settings) -> Result<bool, String> {
         None => None,
     };
 
-    let mut bench =
-        Bench { s, ticks, rows: Vec::new(), waiting: None, redis: redis.as_ref(), store, elevateai_seen: None };
+    let mut bench = Bench {
+        s,
+        ticks,
+        rows: Vec::new(),
+        waiting: None,
+        redis: redis.as_ref(),
+        store,
+        elevateai_seen: None,
+        nginx_missing: match &servers.nginx {
+            Ok(n) if !n.proxy => Some("nginx was built without the proxy module".to_owned()),
+            Ok(_) => None,
+            Err(e) => Some(e.clone()),
+        },
+    };
     print_columns();
     let after_hits = run_hits(&mut bench, &servers).await?;
     run_vendor(&mut bench, &servers, &legs).await?;
@@ -318,9 +343,9 @@ async fn start_servers(
     if parts.status != StatusCode::OK {
         return Err(format!("the gateway answered the docs' example with {}: {}", parts.status, lossy(&first)));
     }
-    let (parts, cached) = conn.exchange((hit.make)(0)).await?;
-    if !(hit.check)(&parts, &cached) {
-        return Err(format!("the second request was not a cache hit: {} {:?}", parts.status, parts.headers));
+    let (hit_parts, cached) = conn.exchange((hit.make)(0)).await?;
+    if !(hit.check)(&hit_parts, &cached) {
+        return Err(format!("the second request was not a cache hit: {} {:?}", hit_parts.status, hit_parts.headers));
     }
     let id = serde_json::from_slice::<Value>(&cached)
         .ok()
@@ -332,6 +357,18 @@ async fn start_servers(
     baseline_args.push(body_file.into_os_string());
     let baseline = ServerProcess::spawn("baseline", &baseline_args, &[])?;
     let token = simulator_token(sim.addr).await?;
+    let nginx = start_nginx(&cached, &hit_parts.headers, sim.addr);
+    match &nginx {
+        Ok(n) => progress(&format!(
+            "{} (pid {}, master + {} workers) on {}: return 200 with the cached summary and the hit's headers; proxy_pass to the simulator{}",
+            n.version,
+            n.process.pid(),
+            n.workers,
+            n.process.addr,
+            if n.proxy { "" } else { ": NOT available (built without the proxy module), no row n2" },
+        )),
+        Err(e) => progress(&format!("NO nginx rows (n1, n2): {e}")),
+    }
     progress(&format!(
         "gateway {} (pid {}), simulator {} (pid {}), CommBox simulator {} (pid {}), ElevateAI simulator {} (pid {}), baseline {} (pid {}); cached summary {} bytes",
         gateway.addr,
@@ -346,7 +383,39 @@ async fn start_servers(
         baseline.pid(),
         cached.len()
     ));
-    Ok(Servers { sim, commbox, elevateai, interactions, gateway, baseline, cached, id, token })
+    Ok(Servers { sim, commbox, elevateai, interactions, gateway, baseline, nginx, cached, id, token })
+}
+
+/// nginx as the driver's child, and what it was built with.
+struct NginxServer {
+    process: Nginx,
+    version: String,
+    /// Built without the proxy module: no n2.
+    proxy: bool,
+    workers: usize,
+}
+
+/// Finds (or installs) nginx and starts it: `return 200` with the cache hit's
+/// bytes and headers, `proxy_pass` to the Yeastar simulator at `upstream`.
+fn start_nginx(cached: &[u8], headers: &http::HeaderMap, upstream: SocketAddr) -> Result<NginxServer, String> {
+    let binary = nginx::find_or_install()?;
+    let build = nginx::Build::of(&binary)?;
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| nginx::copied_header(name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    // The gateway's runtime has one worker thread per core: nginx gets one worker process per core.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let plan = nginx::Plan {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        body: cached,
+        headers: &headers,
+        upstream,
+        workers,
+    };
+    let process = Nginx::start(&binary, &build, plan)?;
+    Ok(NginxServer { process, proxy: build.has_proxy(), version: build.version, workers })
 }
 
 /// What the run learned about the Redis store besides the rows (with `--redis-url`).
@@ -423,17 +492,21 @@ async fn run_hits(bench: &mut Bench<'_>, servers: &Servers) -> Result<Sample, St
     let base = Watch::processes(&base_pid);
     // The gateway's rows read the Redis server's counters too (with --redis-url).
     let gw = Watch { pids: &gw_pid, redis: bench.redis };
-    let mut results = load::closed_loop_alternating(
-        &[(&base_target, base), (&hit, gw), (&get_target, gw)],
-        s.connections,
-        s.warmup,
-        s.seconds,
-        s.closed_rounds,
-    )
-    .await?
-    .into_iter();
+    let nginx = servers.nginx.as_ref().ok();
+    let nginx_pid = nginx.map(|n| [n.process.pid()]);
+    let nginx_target = nginx.map(|n| baseline_target(n.process.addr, servers.cached.len()));
+    let mut targets = vec![(&base_target, base)];
+    if let (Some(target), Some(pid)) = (&nginx_target, &nginx_pid) {
+        targets.push((target, Watch::processes(pid)));
+    }
+    targets.extend([(&hit, gw), (&get_target, gw)]);
+    let mut results =
+        load::closed_loop_alternating(&targets, s.connections, s.warmup, s.seconds, s.closed_rounds).await?.into_iter();
     let mut next = || results.next().ok_or("a closed-loop result is missing");
     bench.add("a", "baseline: static answer, POST", &closed, next()?, &["base"]);
+    if nginx.is_some() {
+        bench.add("n1", "nginx: return 200, the same bytes, POST", &closed, next()?, &["nginx"]);
+    }
     bench.add("b", "gateway: POST /v1/summaries, cache hit", &closed, next()?, &["gw"]);
     bench.add("c", "gateway: GET /v1/summaries/{id}", &closed, next()?, &["gw"]);
 
@@ -462,6 +535,15 @@ async fn run_vendor(bench: &mut Bench<'_>, servers: &Servers, legs: &Legs) -> Re
     load::closed_loop(&sim_target, s.connections, Plan::Numbers(0..legs.warm), sim_only).await?;
     let r = load::closed_loop(&sim_target, s.connections, Plan::Numbers(legs.closed.clone()), sim_only).await?;
     bench.add("d1", "simulator direct: getaisummary, new leg", &closed, r, &["sim"]);
+    if let Some(nginx) = servers.nginx.as_ref().ok().filter(|n| n.proxy) {
+        // d1's requests through nginx: the same legs, the same answers.
+        let proxy_target = simulator_target(nginx.process.addr, &servers.token);
+        let pids = [nginx.process.pid(), sim.pid()];
+        let watch = Watch::processes(&pids);
+        load::closed_loop(&proxy_target, s.connections, Plan::Numbers(0..legs.warm), watch).await?;
+        let r = load::closed_loop(&proxy_target, s.connections, Plan::Numbers(legs.closed.clone()), watch).await?;
+        bench.add("n2", "nginx: proxy_pass → simulator, d1's legs", &closed, r, &["nginx", "sim"]);
+    }
     load::closed_loop(&miss_target, s.connections, Plan::Numbers(0..legs.warm), both).await?;
     let r = load::closed_loop(&miss_target, s.connections, Plan::Numbers(legs.closed.clone()), both).await?;
     bench.add("d2", "gateway: POST, miss → simulator", &closed, r, &["gw", "sim"]);
@@ -1018,6 +1100,8 @@ struct Bench<'a> {
     /// With `--redis-url`: the gateway's store, read around its rows.
     redis: Option<&'a RedisServer>,
     store: Option<StoreProbe>,
+    /// Why there are no nginx rows (nginx missing and not installable, or it failed to start).
+    nginx_missing: Option<String>,
 }
 
 struct Memory {
@@ -1643,6 +1727,82 @@ impl Bench<'_> {
             if let Some(note) = self.target_note(i) {
                 println!("      {note}");
             }
+        }
+        all & self.print_nginx_targets()
+    }
+
+    /// Requests per second of row `key` (NaN if it did not run).
+    fn rps(&self, key: &str) -> f64 {
+        self.row(key).map_or(f64::NAN, |r| r.result.per_second())
+    }
+
+    /// Issue 15's targets: ratios to nginx in this run. True if each measured one is met
+    /// (a row that could not run — no nginx — is reported, not judged).
+    fn print_nginx_targets(&self) -> bool {
+        let (n1, n2) = (self.row("n1").is_some(), self.row("n2").is_some());
+        println!("  against nginx in this run (issue 15), ratios:");
+        let mut all = true;
+        let lines = [
+            (
+                "cache hit CPU/request, b / nginx return 200 (n1)",
+                n1,
+                self.cpu("b", "gw") / self.cpu("n1", "nginx"),
+                NGINX_HIT_CPU_RATIO,
+                true,
+                format!("{:.1} / {:.1} µs", self.cpu("b", "gw"), self.cpu("n1", "nginx")),
+            ),
+            (
+                "cache hit req/s, b / nginx return 200 (n1)",
+                n1,
+                self.rps("b") / self.rps("n1"),
+                NGINX_HIT_RPS_RATIO,
+                false,
+                format!("{} / {} req/s", thousands(to_u64(self.rps("b"))), thousands(to_u64(self.rps("n1")))),
+            ),
+            (
+                "miss CPU/request, d2 gw / nginx proxy_pass (n2)",
+                n2,
+                self.cpu("d2", "gw") / self.cpu("n2", "nginx"),
+                NGINX_MISS_CPU_RATIO,
+                true,
+                format!(
+                    "{:.1} / {:.1} µs, the simulator's own not in either",
+                    self.cpu("d2", "gw"),
+                    self.cpu("n2", "nginx")
+                ),
+            ),
+            (
+                "miss req/s, d2 / nginx proxy_pass (n2)",
+                n2,
+                self.rps("d2") / self.rps("n2"),
+                NGINX_MISS_RPS_RATIO,
+                false,
+                format!("{} / {} req/s", thousands(to_u64(self.rps("d2"))), thousands(to_u64(self.rps("n2")))),
+            ),
+        ];
+        for (what, ran, value, target, at_most, detail) in lines {
+            let bound = format!("{} {target}×", if at_most { "≤" } else { "≥" });
+            if !ran {
+                let why = match &self.nginx_missing {
+                    Some(e) => format!("not measured: {e}"),
+                    None => "not measured".to_owned(),
+                };
+                println!("  {what:<50}{:>12}{bound:>12}   {why}", "—");
+                continue;
+            }
+            let met = if at_most { value <= target } else { value >= target };
+            all &= met;
+            println!(
+                "  {what:<50}{:>12}{bound:>12}   {}",
+                format!("{value:.2}×"),
+                if met { "met".to_owned() } else { format!("NOT met ({detail})") },
+            );
+            if met {
+                println!("      ({detail})");
+            }
+        }
+        if self.s.closed_rounds > 0 && self.redis.is_some() {
+            println!("      (store: redis; the Redis server's CPU is not in the gateway's values)");
         }
         all
     }

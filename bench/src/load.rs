@@ -309,7 +309,7 @@ struct Readings {
 }
 
 async fn sample_all(watch: Watch<'_>) -> Result<Readings, String> {
-    let processes = watch.pids.iter().map(|&pid| procfs::sample(pid).map_err(|e| format!("/proc/{pid}: {e}")));
+    let processes = watch.pids.iter().map(|&pid| procfs::sample_tree(pid).map_err(|e| format!("/proc/{pid}: {e}")));
     let processes = processes.collect::<Result<_, _>>()?;
     let redis = match watch.redis {
         Some(redis) => Some(redis.read().await?),

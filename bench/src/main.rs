@@ -13,6 +13,7 @@
 
 mod driver;
 mod load;
+mod nginx;
 mod num;
 mod process;
 mod procfs;

@@ -44,6 +44,47 @@ pub fn sample(pid: u32) -> io::Result<Sample> {
     })
 }
 
+/// The same readings summed over a process and all its descendants (found by
+/// their parent pid in `/proc/<pid>/stat`): nginx's master and its workers. For
+/// a process without children (the gateway, the simulators) it is [`sample`].
+/// A descendant that exits between the two readings of a window takes its CPU
+/// time with it; the servers here keep theirs for the whole run.
+pub fn sample_tree(pid: u32) -> io::Result<Sample> {
+    let mut total = sample(pid)?;
+    for child in descendants(pid) {
+        // It may have exited since the scan.
+        if let Ok(s) = sample(child) {
+            total.ticks += s.ticks;
+            total.rss_kib += s.rss_kib;
+            total.hwm_kib += s.hwm_kib;
+        }
+    }
+    Ok(total)
+}
+
+/// Every descendant of `pid` now, from one scan of `/proc`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, stat_ppid(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?)?)))
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The parent pid (field 4) from the text of `/proc/<pid>/stat`.
+fn stat_ppid(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(4 - 3)?.parse().ok()
+}
+
 /// The same readings for this process (`/proc/self`).
 pub fn sample_self() -> io::Result<Sample> {
     sample(std::process::id())
@@ -98,6 +139,7 @@ mod tests {
         let stat = "4242 (sg bench) x) S 1 4242 4242 0 -1 4194560 1016 0 0 0 250 75 0 0 20 0 3 0 12345 1 2";
         assert_eq!(stat_ticks(stat), Some(325));
         assert_eq!(stat_ticks("garbage"), None);
+        assert_eq!(stat_ppid(stat), Some(1));
     }
 
     #[test]
@@ -135,5 +177,7 @@ mod tests {
         let s = sample_self().unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib, "{s:?}");
         assert!(max_open_files(std::process::id()).unwrap() > 0);
+        let tree = sample_tree(std::process::id()).unwrap();
+        assert!(tree.ticks >= s.ticks && tree.rss_kib > 0, "{tree:?}");
     }
 }
