@@ -4,7 +4,8 @@
 //! `cargo run --release -p sg-bench [-- --quick | --seconds N | --strict]` starts
 //! five server processes — a static-answer baseline, the Yeastar simulator, the
 //! CommBox simulator, the ElevateAI simulator and the real gateway — by
-//! re-executing this binary in a server mode, drives load
+//! re-executing this binary in a server mode, and nginx (`return 200` and
+//! `proxy_pass`, the floors issue 15's targets are ratios of), drives load
 //! at them from this process, reads their CPU time and memory from `/proc`, and
 //! prints one row per scenario, then the comparisons and the targets. With
 //! `--redis-url` the gateway stores in that Redis, and the Redis server's
