@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::schema::Humantime;
-use crate::{EnvLookup, Secret};
+use crate::{EnvLookup, Secret, resolve_secret};
 
 /// Where summaries, pending jobs, webhook deliveries and question ledgers are kept.
 /// Without `redis_url`: in memory, for one replica only (a restart loses them).
@@ -147,26 +147,11 @@ impl StoreConfig {
 
     /// Reads `password_env` (and the sentinels').
     pub(crate) fn resolve(&mut self, env: &EnvLookup, errors: &mut Vec<ConfigError>) {
-        if let Some(sentinel) = &mut self.sentinel
-            && let Some(var) = &sentinel.password_env
-        {
-            match env(var) {
-                Some(value) if !value.is_empty() => sentinel.password = Some(Secret::new(value)),
-                Some(_) => errors.push(env_problem("store.sentinel.password_env", var, "is empty")),
-                None => errors.push(env_problem("store.sentinel.password_env", var, "is not set")),
-            }
+        if let Some(sentinel) = &mut self.sentinel {
+            sentinel.password =
+                resolve_secret("store.sentinel", "password", None, sentinel.password_env.as_deref(), env, errors);
         }
-        if let Some(var) = &self.password_env {
-            let problem = match env(var) {
-                Some(value) if !value.is_empty() => {
-                    self.password = Some(Secret::new(value));
-                    return;
-                }
-                Some(_) => "is empty",
-                None => "is not set",
-            };
-            errors.push(env_problem("store.password_env", var, problem));
-        }
+        self.password = resolve_secret("store", "password", None, self.password_env.as_deref(), env, errors);
     }
 
     pub(crate) fn validate(&self, errors: &mut Vec<ConfigError>) {
@@ -252,10 +237,6 @@ impl StoreConfig {
             }
         }
     }
-}
-
-fn env_problem(path: &str, var: &str, problem: &str) -> ConfigError {
-    ConfigError::new(path, format!("environment variable {var} {problem}"))
 }
 
 impl SentinelConfig {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use gateway_config::StoreConfig;
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates};
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -14,16 +14,9 @@ pub(super) fn client(config: &StoreConfig) -> Result<Client, String> {
     let url = config.redis_url.as_ref().ok_or("store.redis_url is not set")?;
     // rustls with *ring*, as for the vendors: installed once for the process.
     providers::outbound::install_crypto_provider();
-    let mut info =
+    let info =
         url.expose().as_str().into_connection_info().map_err(|e| format!("store.redis_url: {}", e.category()))?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &config.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &config.password {
-        settings = settings.set_password(password.expose());
-    }
-    info = info.set_redis_settings(settings);
+    let mut info = with_credentials(info, config);
     let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() else {
         return Client::open(info).map_err(|e| format!("store.redis_url: {}", e.category()));
     };
@@ -59,6 +52,19 @@ pub(super) fn client(config: &StoreConfig) -> Result<Client, String> {
     // The PEM files are parsed here: a bad one is a start-up error that names it.
     Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
         .map_err(|e| format!("store.tls: {}", e.detail().unwrap_or_else(|| e.category())))
+}
+
+/// `info` with `store.username` and the password of `store.password_env`, where given
+/// (they win over the URL's).
+pub(super) fn with_credentials(info: ConnectionInfo, config: &StoreConfig) -> ConnectionInfo {
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    info.set_redis_settings(settings)
 }
 
 /// The `reason` label of a failed command.

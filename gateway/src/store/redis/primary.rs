@@ -145,14 +145,7 @@ async fn ask(sentinel: &SentinelConfig, timeout: Duration) -> Result<String, Str
 /// The primary's client at `addr` with the store's credentials.
 fn primary_client(config: &StoreConfig, sentinel: &SentinelConfig, addr: &str) -> Result<Client, String> {
     let info = format!("redis://{addr}/{}", sentinel.db).into_connection_info().map_err(|e| e.category().to_owned())?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &config.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &config.password {
-        settings = settings.set_password(password.expose());
-    }
-    Client::open(info.set_redis_settings(settings)).map_err(|e| e.category().to_owned())
+    Client::open(connect::with_credentials(info, config)).map_err(|e| e.category().to_owned())
 }
 
 /// Follows the primary until the store is dropped.
