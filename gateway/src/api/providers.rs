@@ -22,7 +22,7 @@ pub struct ProviderList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderEntry {
     pub name: String,
-    /// `yeastar`, `commbox` or `elevateai`.
+    /// The provider's `type` as configured: one of the vendor types of this build, or `http` for a vendor declared in YAML.
     #[serde(rename = "type")]
     pub provider_type: String,
     /// Kinds it produces.
