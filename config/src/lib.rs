@@ -49,7 +49,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use crate::auth::{AuthConfig, KeyConfig, RateLimit};
+pub use crate::auth::{AuthConfig, Credential, KeyConfig, KeyEntry, ProviderQuota, Quota, QuotaPeriod, RateLimit};
 pub use crate::error::{ConfigError, ConfigErrors};
 use crate::error::{deserialize_all, join};
 pub use crate::providers::{
@@ -246,11 +246,14 @@ impl Config {
         self.telemetry.validate(errors);
         let mut seen: BTreeMap<[u8; 32], &str> = BTreeMap::new();
         for (name, key) in &self.auth.keys {
-            if key.sha256 == [0; 32] {
-                continue; // unresolved: already reported
-            }
-            if let Some(other) = seen.insert(key.sha256, name) {
-                errors.push(ConfigError::new(format!("auth.keys.{name}"), format!("same key as auth.keys.{other}")));
+            // Unresolved keys are missing here: already reported.
+            for credential in &key.credentials {
+                if let Some(other) = seen.insert(credential.sha256, name)
+                    && other != name
+                {
+                    errors
+                        .push(ConfigError::new(format!("auth.keys.{name}"), format!("same key as auth.keys.{other}")));
+                }
             }
         }
     }

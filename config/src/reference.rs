@@ -370,6 +370,9 @@ pub(crate) fn def_order(def: &str, vendors: &[&dyn VendorType]) -> &'static [&'s
         "TelemetryConfig" => serde_fields::<TelemetryConfig>(),
         "KeyConfig" => serde_fields::<KeyConfig>(),
         "RateLimit" => serde_fields::<RateLimit>(),
+        "KeyEntry" => serde_fields::<crate::KeyEntry>(),
+        "Quota" => serde_fields::<crate::Quota>(),
+        "ProviderQuota" => serde_fields::<crate::ProviderQuota>(),
         "CommonConfig" => serde_fields::<CommonConfig>(),
         "CircuitBreakerConfig" => serde_fields::<CircuitBreakerConfig>(),
         // A struct inside a vendor's keys (`type: http`'s `job`).

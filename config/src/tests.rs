@@ -55,8 +55,8 @@ fn loads_a_good_config_and_resolves_secrets() {
     assert_eq!(config.store.summary_ttl, Duration::from_secs(12 * 3600));
     // key_sha256 is decoded; key_env is hashed.
     let digest = |s: &str| -> [u8; 32] { sha2::Sha256::digest(s.as_bytes()).into() };
-    assert_eq!(config.auth.keys["crm"].sha256, digest("password"));
-    assert_eq!(config.auth.keys["ops"].sha256, digest("ops-key"));
+    assert_eq!(config.auth.keys["crm"].credentials[0].sha256, digest("password"));
+    assert_eq!(config.auth.keys["ops"].credentials[0].sha256, digest("ops-key"));
     let p = &config.providers["pbx-hq"];
     assert_eq!(p.common.timeout, Duration::from_secs(3));
     let Some(y) = p.vendor.settings::<YeastarConfig>() else { panic!("not yeastar") };
@@ -703,4 +703,80 @@ providers:
             ("client_secret", "pbx-inline-secret"),
         ],
     );
+}
+
+#[test]
+fn a_caller_may_have_several_keys_each_with_an_end() {
+    let yaml = r#"
+auth:
+  keys:
+    crm:
+      keys:
+        - { key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, not_after: "2027-01-31T00:00:00Z" }
+        - { key_env: CRM_KEY_2, not_after: "2027-06-01T02:00:00+02:00" }
+        - { key: third }
+      quota: { requests: 100, per: month, providers: { pbx-hq: { requests: 10, per: day } } }
+providers:
+  pbx-hq: { type: yeastar, base_url: "https://pbx", client_id: a, client_secret: b }
+"#;
+    let config = Config::from_yaml(VENDORS, yaml, &env_of(&[("CRM_KEY_2", "second")])).unwrap();
+    let crm = &config.auth.keys["crm"];
+    let digest = |s: &str| -> [u8; 32] { sha2::Sha256::digest(s.as_bytes()).into() };
+    let got: Vec<_> = crm.credentials.iter().map(|c| (c.sha256, c.not_after.map(jiff::Timestamp::as_second))).collect();
+    assert_eq!(
+        got,
+        [
+            (digest("password"), Some(1_801_353_600)), // 2027-01-31T00:00:00Z
+            (digest("second"), Some(1_811_808_000)),   // 2027-06-01T00:00:00Z
+            (digest("third"), None)
+        ]
+    );
+    let quota = crm.quota.as_ref().unwrap();
+    assert_eq!((quota.requests, quota.per, quota.count_cache_hits), (100, QuotaPeriod::Month, true));
+    assert_eq!(quota.providers["pbx-hq"], ProviderQuota { requests: 10, per: QuotaPeriod::Day });
+}
+
+#[test]
+fn bad_key_lists_and_quotas_are_reported_with_their_paths() {
+    let yaml = r#"
+auth:
+  keys:
+    crm:
+      key: one
+      keys: [{ key: two }]
+    ops:
+      keys:
+        - { key: three, not_after: "next tuesday" }
+        - { key: four, key_env: FOUR }
+        - { key: five }
+        - { key: five }
+        - { not_after: "2027-01-01T00:00:00Z" }
+      providers: [pbx-hq]
+      quota: { requests: 0, per: day, providers: { nope: { requests: 1, per: day } } }
+    empty:
+      keys: []
+    reused:
+      keys: [{ key: five }]
+    period:
+      key: six
+      quota: { requests: 1, per: week }
+providers:
+  pbx-hq: { type: yeastar, base_url: "https://pbx", client_id: a, client_secret: b }
+"#;
+    let err = Config::from_yaml(VENDORS, yaml, &env_of(&[])).unwrap_err();
+    let got = messages(&err);
+    for prefix in [
+        "auth.keys.crm: give only one of key_sha256, key_env, key or keys",
+        "auth.keys.ops.keys[0].not_after: must be an RFC 3339 instant",
+        "auth.keys.ops.keys[1]: give only one of key_sha256, key_env or key",
+        "auth.keys.ops.keys[3]: the same key is listed twice",
+        "auth.keys.ops.keys[4]: one of key_sha256, key_env or key is required",
+        "auth.keys.ops.quota.requests: must be at least 1",
+        "auth.keys.ops.quota.providers.nope: unknown provider `nope`",
+        "auth.keys.empty.keys: must hold at least one key",
+        "auth.keys.reused: same key as auth.keys.ops",
+        "auth.keys.period.quota.per: ",
+    ] {
+        assert!(got.iter().any(|m| m.starts_with(prefix)), "missing `{prefix}` in:\n{}", got.join("\n"));
+    }
 }

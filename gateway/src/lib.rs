@@ -9,6 +9,7 @@
 //! - [`summaries`]: ids, store-then-vendor with single flight, waiting.
 //! - [`resource`]: the summary resource built from a vendor's result, serialized once.
 //! - [`questions`]: questions about a conversation, answered once and kept (vendor allowance).
+//! - [`quota`]: callers' daily and monthly quotas, counted locally and fleet-wide.
 //! - [`server`]: client connections: the cap, header-read and idle deadlines, protocol errors.
 //! - [`single_flight`]: one piece of work per key, in the process and across the fleet.
 //! - [`jobs`]: the jobs service: asynchronous vendor jobs, polled in the background until they end.
@@ -32,6 +33,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod questions;
+pub mod quota;
 pub mod resource;
 pub mod server;
 pub mod single_flight;

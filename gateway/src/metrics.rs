@@ -26,6 +26,8 @@
 //! | `sg_provider_circuit_rejected_total` | counter | `provider`: refused by an open breaker, no vendor call |
 //! | `sg_cache_lookups_total` | counter | `provider`, `result` (`hit`/`miss`) |
 //! | `sg_rate_limited_total` | counter | `caller` |
+//! | `sg_key_requests_total` | counter | `caller`, `key` (the key's index among the caller's: `0`, `1`, ...) |
+//! | `sg_quota_exceeded_total` | counter | `caller`, `provider` (empty for the caller-wide quota) |
 //! | `sg_jobs_polling` | gauge | jobs this replica polls now |
 //! | `sg_long_polls_waiting` | gauge | requests parked in `?wait` / `Prefer: wait` on this replica now |
 //! | `sg_jobs_finished_total` | counter | `provider`, `status` (`done`/`failed`) |
@@ -50,6 +52,8 @@ pub const HTTP_OVERHEAD: &str = "sg_http_overhead_seconds";
 pub const HTTP_IN_FLIGHT: &str = "sg_http_requests_in_flight";
 pub const CACHE_LOOKUPS: &str = "sg_cache_lookups_total";
 pub const RATE_LIMITED: &str = "sg_rate_limited_total";
+pub const KEY_REQUESTS: &str = "sg_key_requests_total";
+pub const QUOTA_EXCEEDED: &str = "sg_quota_exceeded_total";
 pub const JOBS_POLLING: &str = "sg_jobs_polling";
 pub const LONG_POLLS_WAITING: &str = "sg_long_polls_waiting";
 pub const JOBS_FINISHED: &str = "sg_jobs_finished_total";
@@ -138,6 +142,11 @@ fn describe() {
     );
     describe_counter!(CACHE_LOOKUPS, "Summary requests answered from the store (hit) or sent on (miss).");
     describe_counter!(RATE_LIMITED, "Requests refused with 429, by caller.");
+    describe_counter!(
+        KEY_REQUESTS,
+        "Authenticated requests, by caller and the index of the key used among the caller's (for rotation)."
+    );
+    describe_counter!(QUOTA_EXCEEDED, "Requests refused with 429 quota_exceeded, by caller and provider quota.");
     describe_gauge!(JOBS_POLLING, "Pending vendor jobs this replica is polling.");
     describe_gauge!(LONG_POLLS_WAITING, "Requests parked in ?wait / Prefer: wait on this replica now.");
     describe_counter!(JOBS_FINISHED, "Vendor jobs that ended, by provider and final status.");
@@ -183,6 +192,13 @@ pub async fn vendor_wait<F: Future>(work: F) -> F::Output {
     let elapsed = started.elapsed();
     let _ = REQUEST.try_with(|r| r.vendor_wait.set(r.vendor_wait.get() + elapsed));
     output
+}
+
+/// Counts an authenticated request by its caller and the index of its key.
+pub fn key_used(caller: &Arc<str>, key: usize) {
+    const INDEXES: [&str; 8] = ["0", "1", "2", "3", "4", "5", "6", "7"];
+    let key = INDEXES.get(key).map_or_else(|| key.to_string(), |i| (*i).to_owned());
+    metrics::counter!(KEY_REQUESTS, "caller" => caller.to_string(), "key" => key).increment(1);
 }
 
 /// Labels the current request's metrics with its caller (called by auth).

@@ -68,24 +68,33 @@ impl Questions {
 
     /// Answers a question: from the ledger if it was asked before, else from the
     /// vendor (once, however many identical questions arrive together).
-    /// The question must have passed [`Provider::validate_question`].
-    pub async fn ask(
+    /// The question must have passed [`Provider::validate_question`]. `admit`
+    /// is asked before it is answered (the caller's quota; not when the vendor's
+    /// allowance refuses it): its refusal is the answer, its value is returned.
+    pub async fn ask<A, F, T>(
         self: &Arc<Self>,
         provider: &Arc<Provider>,
         conversation: &str,
         question: &str,
-    ) -> Result<(Question, CacheStatus), ApiError> {
+        admit: A,
+    ) -> Result<(Question, CacheStatus, T), ApiError>
+    where
+        A: FnOnce(CacheStatus) -> F,
+        F: Future<Output = Result<T, ApiError>>,
+    {
         let question = providers::content::normalize_whitespace(question);
         let id = question_id(provider.name(), conversation, &question);
         let ledger = self.store.question_ledger(provider.name(), conversation).await?.unwrap_or_default();
         if let Some(known) = ledger.questions.iter().find(|q| q.id == id && q.status == QuestionStatus::Answered) {
-            return Ok((known.clone(), CacheStatus::Hit));
+            let admitted = admit(CacheStatus::Hit).await?;
+            return Ok((known.clone(), CacheStatus::Hit, admitted));
         }
         // The API checked the provider answers questions; without rules no allowance is known.
         let allowance = provider.question_rules().map_or(usize::MAX, |rules| rules.allowance);
         if answered(&ledger) >= allowance {
             return Err(limit_reached(provider.name(), allowance));
         }
+        let admitted = admit(CacheStatus::Miss).await?;
         let work = QuestionFlight {
             questions: Arc::clone(self),
             provider: Arc::clone(provider),
@@ -94,7 +103,7 @@ impl Questions {
             id: id.clone(),
         };
         let asked = crate::metrics::vendor_wait(self.flights.run(&id, work));
-        Ok((asked.await?, CacheStatus::Miss))
+        Ok((asked.await?, CacheStatus::Miss, admitted))
     }
 
     async fn ask_vendor(

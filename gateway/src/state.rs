@@ -15,6 +15,7 @@ use crate::jobs::Jobs;
 use crate::middleware::auth::Keys;
 use crate::middleware::drain::Draining;
 use crate::questions::Questions;
+use crate::quota::Quotas;
 use crate::store::{StoreEvent, Stores};
 use crate::summaries::{Summaries, flight_ttl};
 use crate::waiters::Waiters;
@@ -38,6 +39,8 @@ pub struct App {
     /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
     pub webhooks: Arc<Webhooks>,
     pub keys: Arc<Keys>,
+    /// Callers' daily and monthly quotas (fleet-wide with a shared store).
+    pub quotas: Arc<Quotas>,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: Draining,
     /// Ends of other replicas' flights (summaries' and questions'), fed by the store's events.
@@ -107,6 +110,7 @@ impl App {
             questions: Arc::new(questions),
             webhooks: Arc::new(webhooks),
             keys: Arc::new(Keys::from_config(&config.auth)),
+            quotas: Arc::new(Quotas::new(stores.fleet.clone())),
             providers,
             stores,
             summaries,

@@ -128,21 +128,30 @@ impl Summaries {
     /// The summary for this request: from the store, or started at the vendor
     /// once however many identical requests arrive. A pending summary gets the
     /// caller's `callback` added to its job.
-    /// `id` is [`summary_id`] of the request.
-    pub async fn get_or_create(
+    /// `id` is [`summary_id`] of the request. `admit` is asked once the store
+    /// has answered, before any vendor call (the caller's quota); its refusal is
+    /// the answer, its value is returned with the summary.
+    pub async fn get_or_create<A, F, T>(
         self: &Arc<Self>,
         provider: &Arc<Provider>,
         id: &str,
         req: SummaryRequest,
         callback: Option<WebhookTarget>,
-    ) -> Result<(StoredSummary, CacheStatus), ApiError> {
+        admit: A,
+    ) -> Result<(StoredSummary, CacheStatus, T), ApiError>
+    where
+        A: FnOnce(CacheStatus) -> F,
+        F: Future<Output = Result<T, ApiError>>,
+    {
         // A store that fails is bypassed here (the flight decides what can still be served).
-        let (stored, cache) = if let Some(hit) = self.store.get_summary(id).await.ok().flatten() {
+        let (stored, cache, admitted) = if let Some(hit) = self.store.get_summary(id).await.ok().flatten() {
             cache_lookup(provider, "hit");
-            (hit, CacheStatus::Hit)
+            let admitted = admit(CacheStatus::Hit).await?;
+            (hit, CacheStatus::Hit, admitted)
         } else {
             cache_lookup(provider, "miss");
-            (crate::metrics::vendor_wait(self.flight(id, provider, req)).await?, CacheStatus::Miss)
+            let admitted = admit(CacheStatus::Miss).await?;
+            (crate::metrics::vendor_wait(self.flight(id, provider, req)).await?, CacheStatus::Miss, admitted)
         };
         if stored.status == Status::Pending
             && let Some(target) = callback
@@ -151,10 +160,10 @@ impl Summaries {
             // The job ended between our read and the registration: the final
             // summary is in the store, and this caller gets it in the response.
             if let Some(now) = self.store.get_summary(id).await? {
-                return Ok((now, cache));
+                return Ok((now, cache, admitted));
             }
         }
-        Ok((stored, cache))
+        Ok((stored, cache, admitted))
     }
 
     /// Holds a pending summary until it is final, `wait` passes or the gateway

@@ -364,7 +364,7 @@ fn the_reference_renders_defaults_as_users_write_them() {
         "| `store.redis_url` | string (secret) | not set |",
         "| `auth.keys.<name>.rate_limit` | map | `{ per_second: 50.0, burst: 100 }` |",
         "| `auth.keys.<name>.rate_limit.per_second` | number | **required** in `rate_limit` |",
-        "| `auth.keys.<name>.key_env` | string (env var name) | **required**: one of `key_sha256`, `key_env`, `key` |",
+        "| `auth.keys.<name>.key_env` | string (env var name) | **required**: one of `key_sha256`, `key_env`, `key`, `keys` |",
         "| `providers.<name>.max_concurrency` | integer | `64` (`elevateai`: `10`) |",
         "| `providers.<name>.base_url` | URL | **required** |",
         "| `providers.<name>.variant` | `cx` \\| `standard` | `cx` |",

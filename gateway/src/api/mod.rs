@@ -70,7 +70,9 @@ pub enum CallerProblems {
     /// unauthorized: no key or an unknown one (with `WWW-Authenticate: Bearer`).
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
-    /// rate_limited: the key is over its limit (with `Retry-After` and `RateLimit-*`).
+    /// rate_limited: the key is over its rate limit (with `Retry-After` and `RateLimit-*`);
+    /// quota_exceeded: the key has used its daily or monthly quota (with `Retry-After`
+    /// until the reset, `RateLimit-Policy` and `RateLimit`).
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
 }

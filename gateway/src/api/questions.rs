@@ -83,8 +83,10 @@ pub async fn ask_question(
     }
     provider.validate_question(c.id.as_deref(), &body.question).map_err(RequestError::from)?;
     let conversation = c.id.as_deref().unwrap_or_default();
-    let (question, cache) = app.questions.ask(provider, conversation, &body.question).await?;
+    let charge = |cache| app.quotas.charge(&caller, provider.name(), cache);
+    let (question, cache, quota) = app.questions.ask(provider, conversation, &body.question, charge).await?;
     let mut response = Json(question).into_response();
+    quota.apply(response.headers_mut());
     response.headers_mut().insert(
         "cache-status",
         HeaderValue::from_static(if cache == CacheStatus::Hit {

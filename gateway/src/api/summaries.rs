@@ -112,13 +112,15 @@ pub async fn create_summary(
         Some(url) => Some(webhook_target(&app, &caller, url).await?),
     };
     let id = summary_id(provider.name(), &req);
-    let (stored, cache) = app.summaries.get_or_create(provider, &id, req, callback).await?;
+    let charge = |cache| app.quotas.charge(&caller, provider.name(), cache);
+    let (stored, cache, quota) = app.summaries.get_or_create(provider, &id, req, callback, charge).await?;
     let applied = wait.map(|wait| bounded_wait(&app, wait));
     let stored = match applied {
         Some(wait) => app.summaries.wait_final(&id, stored, wait).await?,
         None => stored,
     };
     let mut response = summary_response(&stored, cache);
+    quota.apply(response.headers_mut());
     // RFC 7240 §3: the preference applied, with its value after the cap.
     if let Some(wait) = applied
         && let Ok(value) = HeaderValue::try_from(format!("wait={}", wait.as_secs()))

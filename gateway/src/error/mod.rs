@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 429 `rate_limited`.
     #[error("this API key is over its rate limit")]
     RateLimited { retry_after: Duration },
+    /// 429 `quota_exceeded`: the caller's daily or monthly quota is spent.
+    #[error("{0}")]
+    QuotaExceeded(Box<crate::quota::Exceeded>),
     /// 503 `provider_unavailable`: the store is unreachable.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,7 +65,7 @@ impl ApiError {
 
     pub const fn status(&self) -> StatusCode {
         match self {
-            Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Missing | AuthError::Unknown | AuthError::Expired) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             Self::Request(r) => match r {
                 RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -90,7 +93,7 @@ impl ApiError {
                 | ProviderError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             },
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,7 +103,7 @@ impl ApiError {
     /// The stable machine-readable code (API.md's error table).
     pub const fn code(&self) -> &'static str {
         match self {
-            Self::Auth(AuthError::Missing | AuthError::Unknown) => "unauthorized",
+            Self::Auth(AuthError::Missing | AuthError::Unknown | AuthError::Expired) => "unauthorized",
             Self::Auth(AuthError::Forbidden { .. }) => "forbidden",
             Self::Request(r) => match r {
                 RequestError::Invalid(_) => "invalid_request",
@@ -128,6 +131,7 @@ impl ApiError {
                 ProviderError::Timeout { .. } => "provider_timeout",
             },
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Store(_) => "provider_unavailable",
             Self::NotReady(_) => "not_ready",
             Self::RequestTimeout => "provider_timeout",
@@ -139,6 +143,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::QuotaExceeded(exceeded) => Some(exceeded.retry_after),
             Self::Provider { source, .. } => match **source {
                 ProviderError::NotReady { retry_after, .. }
                 | ProviderError::Unavailable { retry_after, .. }
@@ -255,6 +260,16 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"summary-gateway\", error=\"invalid_token\""),
                 );
             }
+            // RFC 6750 §3.1's own example for an expired token.
+            Self::Auth(AuthError::Expired) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"summary-gateway\", error=\"invalid_token\", error_description=\"The access token expired\"",
+                    ),
+                );
+            }
+            Self::QuotaExceeded(exceeded) => exceeded.apply(headers),
             _ => {}
         }
         response.extensions_mut().insert(Arc::new(self.to_problem()));
@@ -302,6 +317,7 @@ mod tests {
             (RequestError::HeadersTooLarge { limit: 1 }.into(), 431, "headers_too_large"),
             (RequestError::InvalidCallbackUrl(s("x")).into(), 422, "invalid_callback_url"),
             (ApiError::RateLimited { retry_after: d }, 429, "rate_limited"),
+            (crate::quota::tests::exceeded(), 429, "quota_exceeded"),
             (provider(ProviderError::Rejected { message: s("x"), vendor: vendor() }), 502, "provider_error"),
             (
                 provider(ProviderError::Unavailable { message: s("x"), retry_after: d, vendor: vendor() }),
@@ -314,8 +330,10 @@ mod tests {
         ];
         for (error, status, code) in table {
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error:?}");
-            let needs_retry_after =
-                matches!(code, "conversation_not_ready" | "rate_limited" | "provider_unavailable" | "overloaded");
+            let needs_retry_after = matches!(
+                code,
+                "conversation_not_ready" | "rate_limited" | "quota_exceeded" | "provider_unavailable" | "overloaded"
+            );
             assert_eq!(error.retry_after().is_some(), needs_retry_after, "Retry-After of {code}");
             let problem = error.to_problem();
             assert_eq!((problem.status, problem.code.as_str()), (status, code));

@@ -2,7 +2,8 @@
 //!
 //! Keys are known only by their SHA-256. The presented key is hashed once and
 //! compared with every configured hash in constant time ([`subtle`]), so timing
-//! tells nothing about which bytes matched. On success the caller ([`Caller`])
+//! tells nothing about which bytes matched. A caller may have several keys (for
+//! rotation); one past its `not_after` is refused as expired. On success the caller ([`Caller`])
 //! goes into the request's extensions for the rate limiter and the handlers, and
 //! its name into the request span. Failures are 401 with `WWW-Authenticate`.
 
@@ -14,7 +15,7 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::future::{Either, Ready, ready};
-use gateway_config::{AuthConfig, RateLimit, Secret};
+use gateway_config::{AuthConfig, Credential, Quota, RateLimit, Secret};
 use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
@@ -69,13 +70,16 @@ impl Clock for LimiterClock {
 pub struct Caller {
     /// The caller's configured name: in logs and metrics, never the key.
     pub name: Arc<str>,
-    sha256: [u8; 32],
+    /// The caller's keys (one, or several for rotation), by their hashes.
+    credentials: Vec<Credential>,
     /// Providers the key may use; `None`: all.
     providers: Option<HashSet<String>>,
     /// The key's own limiter: one per configured key, so its memory is bounded by
     /// the configuration and there is nothing to prune.
     pub limiter: KeyLimiter,
     pub rate_limit: RateLimit,
+    /// The caller's quota, if it has one ([`crate::quota`]).
+    pub quota: Option<Quota>,
     /// Secret for signing webhooks to this caller.
     pub webhook_secret: Option<Secret<String>>,
 }
@@ -95,7 +99,7 @@ pub struct Keys {
 impl Keys {
     /// The keys' hashes, for redacting a key sent under another name.
     pub fn known_keys(&self) -> super::redact::KnownKeys {
-        super::redact::KnownKeys::new(self.callers.iter().map(|c| c.sha256))
+        super::redact::KnownKeys::new(self.callers.iter().flat_map(|c| c.credentials.iter().map(|k| k.sha256)))
     }
 
     pub fn from_config(auth: &AuthConfig) -> Self {
@@ -115,11 +119,12 @@ impl Keys {
             .map(|(name, key)| {
                 Arc::new(Caller {
                     name: Arc::from(name.as_str()),
-                    sha256: key.sha256,
+                    credentials: key.credentials.clone(),
                     providers: key.providers.as_ref().map(|p| p.iter().cloned().collect()),
                     limiter: RateLimiter::direct_with_clock(providers::outbound::quota(&key.rate_limit), clock())
                         .with_middleware::<StateInformationMiddleware>(),
                     rate_limit: key.rate_limit,
+                    quota: key.quota.clone(),
                     webhook_secret: key.resolved_webhook_secret.clone(),
                 })
             })
@@ -127,20 +132,34 @@ impl Keys {
         Self { callers }
     }
 
-    /// The caller whose key this is, comparing against every key in constant time.
-    fn find(&self, presented: &[u8]) -> Option<Arc<Caller>> {
+    /// The caller named `name`.
+    #[cfg(test)]
+    pub fn by_name(&self, name: &str) -> Option<Arc<Caller>> {
+        self.callers.iter().find(|c| &*c.name == name).cloned()
+    }
+
+    /// The caller whose key this is and the key's index among the caller's,
+    /// comparing against every key in constant time; an expired key is an error.
+    fn find(&self, presented: &[u8]) -> Result<(Arc<Caller>, usize), AuthError> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = None;
         for caller in &self.callers {
-            if bool::from(caller.sha256.ct_eq(&digest)) {
-                found = Some(Arc::clone(caller));
+            for (index, credential) in caller.credentials.iter().enumerate() {
+                if bool::from(credential.sha256.ct_eq(&digest)) {
+                    found = Some((caller, index, credential.not_after));
+                }
             }
         }
-        found
+        let (caller, index, not_after) = found.ok_or(AuthError::Unknown)?;
+        if not_after.is_some_and(|end| jiff::Timestamp::now() >= end) {
+            tracing::info!(caller = &*caller.name, key = index, "expired key refused");
+            return Err(AuthError::Expired);
+        }
+        Ok((Arc::clone(caller), index))
     }
 
-    /// Authenticates a request.
-    pub fn authenticate(&self, req: &Request) -> Result<Arc<Caller>, AuthError> {
+    /// Authenticates a request: the caller and the index of the key it used.
+    pub fn authenticate(&self, req: &Request) -> Result<(Arc<Caller>, usize), AuthError> {
         let header = req.headers().get(header::AUTHORIZATION).map(|v| {
             let v = v.as_bytes();
             // "Bearer" is case-insensitive (RFC 6750 / RFC 9110 auth-scheme).
@@ -157,7 +176,7 @@ impl Keys {
         if presented.is_empty() {
             return Err(AuthError::Missing);
         }
-        self.find(presented).ok_or(AuthError::Unknown)
+        self.find(presented)
     }
 }
 
@@ -212,9 +231,10 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         match self.keys.authenticate(&req) {
-            Ok(caller) => {
+            Ok((caller, key)) => {
                 tracing::Span::current().record("caller", &*caller.name);
                 crate::metrics::set_caller(&caller.name);
+                crate::metrics::key_used(&caller.name, key);
                 req.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(req))
             }

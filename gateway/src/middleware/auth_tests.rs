@@ -17,18 +17,32 @@ use crate::error::Problem;
 
 const CRM_KEY: &str = "crm-key-0123456789abcdef";
 const PBX_ONLY_KEY: &str = "pbx-key-0123456789abcdef";
+/// `rotating`'s keys: the old one expired a second ago, the new one ends in a day.
+const OLD_KEY: &str = "old-key-0123456789abcdef";
+const NEW_KEY: &str = "new-key-0123456789abcdef";
 
-/// Two callers: `crm` may use every provider, `pbx-only` only `pbx`.
+fn credential(secret: &str, not_after: Option<jiff::Timestamp>) -> Credential {
+    Credential { sha256: Sha256::digest(secret.as_bytes()).into(), not_after }
+}
+
+/// Three callers: `crm` may use every provider, `pbx-only` only `pbx`, and
+/// `rotating` has two keys, one expired.
 fn keys() -> Arc<Keys> {
-    let key = |secret: &str, providers: Option<&[&str]>| {
+    let key = |credentials: Vec<Credential>, providers: Option<&[&str]>| {
         let mut key: gateway_config::KeyConfig =
             serde_json::from_value(json!({ "key_sha256": "00".repeat(32), "providers": providers })).unwrap();
-        key.sha256 = Sha256::digest(secret.as_bytes()).into();
+        key.credentials = credentials;
         key
     };
+    let now = jiff::Timestamp::now();
+    let rotating = vec![
+        credential(OLD_KEY, Some(now - jiff::SignedDuration::from_secs(1))),
+        credential(NEW_KEY, Some(now + jiff::SignedDuration::from_hours(24))),
+    ];
     let keys = BTreeMap::from([
-        ("crm".to_owned(), key(CRM_KEY, None)),
-        ("pbx-only".to_owned(), key(PBX_ONLY_KEY, Some(&["pbx"]))),
+        ("crm".to_owned(), key(vec![credential(CRM_KEY, None)], None)),
+        ("pbx-only".to_owned(), key(vec![credential(PBX_ONLY_KEY, None)], Some(&["pbx"]))),
+        ("rotating".to_owned(), key(rotating, None)),
     ]);
     Arc::new(Keys::from_config(&AuthConfig { keys }))
 }
@@ -72,6 +86,23 @@ async fn a_bearer_key_reaches_the_inner_service_with_its_caller() {
     let (response, seen) = through(request(Some(&format!("Bearer {CRM_KEY}")))).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT, "the inner service's answer");
     assert_eq!(&*caller_of(&seen.expect("passed on")).name, "crm");
+}
+
+#[tokio::test]
+async fn a_caller_with_two_keys_is_refused_on_the_expired_one_and_served_on_the_other() {
+    let (response, seen) = through(request(Some(&format!("Bearer {NEW_KEY}")))).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(&*caller_of(&seen.expect("passed on")).name, "rotating");
+
+    let (response, seen) = through(request(Some(&format!("Bearer {OLD_KEY}")))).await;
+    assert!(seen.is_none(), "an expired key goes no further");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(&response), "unauthorized");
+    let problem = response.extensions().get::<Arc<Problem>>().unwrap();
+    assert!(problem.detail.contains("expired"), "{}", problem.detail);
+    assert!(!problem.detail.contains(OLD_KEY) && !problem.detail.contains("rotating"), "{}", problem.detail);
+    let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains(r#"error="invalid_token""#) && challenge.contains("expired"), "{challenge}");
 }
 
 #[tokio::test]

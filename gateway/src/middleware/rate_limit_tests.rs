@@ -29,7 +29,8 @@ fn keys(clock: &FakeRelativeClock) -> Arc<Keys> {
             "rate_limit": { "per_second": 0.5, "burst": 3 },
         }))
         .unwrap();
-        key.sha256 = Sha256::digest(secret.as_bytes()).into();
+        key.credentials =
+            vec![gateway_config::Credential { sha256: Sha256::digest(secret.as_bytes()).into(), not_after: None }];
         key
     };
     let keys = BTreeMap::from([("a".to_owned(), key(A_KEY)), ("b".to_owned(), key(B_KEY))]);

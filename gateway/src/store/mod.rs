@@ -162,6 +162,26 @@ pub enum RateVerdict {
     Limited { retry_after: Duration },
 }
 
+/// One quota counter of a request ([`Fleet::charge_quota`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCounter {
+    /// The counter's name within the caller's, period included (`all:d2026-12-04`).
+    pub name: String,
+    /// Requests allowed in the period.
+    pub limit: u64,
+    /// When the period ends (unix ms): the counter is forgotten then.
+    pub reset_ms: i64,
+}
+
+/// The verdict of a shared quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaVerdict {
+    /// Counted against every counter: each one's count now.
+    Counted { used: Vec<u64> },
+    /// The counter at `index` is spent; nothing was counted.
+    Spent { index: usize },
+}
+
 /// Receives the events of other replicas.
 pub type EventSink = Arc<dyn Fn(StoreEvent) + Send + Sync>;
 
@@ -284,6 +304,10 @@ pub trait Fleet: Send + Sync + 'static {
     /// Checks and consumes one request of `key`'s fleet-wide limit (GCRA:
     /// `per_second`, `burst`).
     async fn rate_limit(&self, key: &str, per_second: f64, burst: u32) -> Result<RateVerdict, StoreError>;
+
+    /// Counts one request of `caller` against each of `counters`, fleet-wide
+    /// and atomically: against all of them, or (one is spent) against none.
+    async fn charge_quota(&self, caller: &str, counters: &[QuotaCounter]) -> Result<QuotaVerdict, StoreError>;
 }
 
 /// The store, cut along its roles: each consumer takes the parts it uses.

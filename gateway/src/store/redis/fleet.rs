@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisStore;
 use super::codec::{decode_summary, encode_event};
-use crate::store::{EventSink, Fleet, FlightClaim, RateVerdict, StoreError, StoreEvent};
+use crate::store::{EventSink, Fleet, FlightClaim, QuotaCounter, QuotaVerdict, RateVerdict, StoreError, StoreEvent};
 
 #[async_trait]
 impl Fleet for RedisStore {
@@ -103,6 +103,24 @@ impl Fleet for RedisStore {
         } else {
             RateVerdict::Limited { retry_after: Duration::from_micros(value) }
         })
+    }
+
+    async fn charge_quota(&self, caller: &str, counters: &[QuotaCounter]) -> Result<QuotaVerdict, StoreError> {
+        let mut conn = self.conn()?;
+        // One hash tag per caller: every counter of a request in one slot, one script.
+        let tag = format!("quota:{caller}");
+        let mut invocation = self.scripts.quota.prepare_invoke();
+        for counter in counters {
+            invocation.key(self.key(&tag, &counter.name)).arg(counter.limit).arg(counter.reset_ms);
+        }
+        let reply: Vec<i64> = self.run(invocation.invoke_async(&mut conn)).await?;
+        match reply.split_first() {
+            Some((1, used)) => {
+                Ok(QuotaVerdict::Counted { used: used.iter().map(|&n| u64::try_from(n).unwrap_or(0)).collect() })
+            }
+            Some((0, [index, ..])) => Ok(QuotaVerdict::Spent { index: usize::try_from(*index - 1).unwrap_or(0) }),
+            _ => Err(StoreError(format!("unexpected reply of the quota script: {reply:?}"))),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `P:{jobs}:outbox` | hash | delivery id → webhook delivery (JSON) | after its 2xx or when given up |
 //! | `P:{jobs}:due` | sorted set | delivery id → when it is due / its lease ends (ms) | with the delivery |
 //! | `P:{q:<provider>:<conversation>}:ledger` | hash | question id → `<seq>|<question JSON>` | `question_ttl` |
+//! | `P:{quota:<caller>}:all:<period>`, `P:{quota:<caller>}:p:<provider>:<period>` | string | the caller's requests counted in a quota period (`d2026-12-04`, `m2026-12`), over all providers / on one | a minute after the period ends |
 //! | `P:{rl:<caller>}:gcra` | string | the caller's GCRA theoretical arrival time (µs, Redis clock) | when it is in the past |
 //! | `P:{shared:<name>}` | string / sorted set | provider state shared by the fleet (Yeastar token, its renewal lock, ElevateAI slots) | the token's life / the lock's / each slot's |
 //!
@@ -28,7 +29,7 @@
 //!
 //! # Files
 //! One per store role ([`summaries`]: summaries and health, [`jobs`], [`outbox`],
-//! [`ledgers`], [`fleet`]: flights, leases, nudges and the fleet-wide rate limit,
+//! [`ledgers`], [`fleet`]: flights, leases, nudges, the fleet-wide rate limit and quotas,
 //! [`events`]: the subscription, [`vendor_state`]: what providers share), the
 //! [`breaker`], the [`codec`] of stored values and events, and the Lua scripts
 //! in `scripts/`, one file each.
@@ -83,6 +84,7 @@ struct Scripts {
     retry_delivery: Script,
     merge_questions: Script,
     gcra: Script,
+    quota: Script,
     unlock: Script,
     acquire_slot: Script,
 }
@@ -103,6 +105,7 @@ impl Scripts {
             retry_delivery: Script::new(include_str!("scripts/retry_delivery.lua")),
             merge_questions: Script::new(include_str!("scripts/merge_questions.lua")),
             gcra: Script::new(include_str!("scripts/gcra.lua")),
+            quota: Script::new(include_str!("scripts/quota.lua")),
             unlock: Script::new(include_str!("scripts/unlock.lua")),
             acquire_slot: Script::new(include_str!("scripts/acquire_slot.lua")),
         }
