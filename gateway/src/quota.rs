@@ -282,7 +282,8 @@ impl Quotas {
 
     fn exceeded(caller: &Caller, scope: &Scope, now: Timestamp) -> ApiError {
         let retry_after = scope.period.secs_until_reset(now);
-        let provider = scope.provider.as_deref().unwrap_or("all");
+        // The caller-wide quota has an empty `provider` label: no provider name can take it.
+        let provider = scope.provider.as_deref().unwrap_or("");
         tracing::info!(caller = &*caller.name, provider, retry_after_secs = retry_after, "quota exceeded");
         metrics::counter!(crate::metrics::QUOTA_EXCEEDED, "caller" => caller.name.to_string(), "provider" => provider.to_owned())
             .increment(1);

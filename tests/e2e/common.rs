@@ -264,6 +264,8 @@ pub struct Setup {
     pub cb: String,
     /// Extra top-level YAML sections (e.g. `webhooks:`).
     pub extra: String,
+    /// More callers: YAML lines under `auth.keys:` (indented by 4), put first.
+    pub keys: String,
     /// The ElevateAI simulator's options (its defaults unless set).
     pub elevateai: Option<elevateai::SimOptions>,
     /// Extra YAML lines under `providers.ai:` (indented by 4).
@@ -313,6 +315,7 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let yaml = yaml.replacen("\nproviders:\n", &format!("\nproviders:\n{}", setup.providers), 1);
+        let yaml = yaml.replacen("\nauth:\n  keys:\n", &format!("\nauth:\n  keys:\n{}", setup.keys), 1);
         let yaml = yaml.replace("${GATEWAY_URL}", &url);
         let config = Config::from_yaml(&providers::registry::config_types(), &yaml, &|_| None)
             .unwrap_or_else(|e| panic!("test config:\n{e}"));

@@ -23,6 +23,7 @@ mod metrics;
 mod observability;
 mod openapi;
 mod otlp;
+mod quota;
 mod redis_secure;
 mod redis_sentinel;
 mod redis_support;

@@ -31,6 +31,8 @@ use crate::redis_support::{PrivateRedis, TestRedis, key_type, keys, pttl, unique
 
 /// A key limited to 10 requests a second with a burst of 10, across all replicas.
 const LIMITED_KEY: &str = "limited-test-key-0123456789";
+/// A caller with a daily quota of 5 requests.
+const BUDGET_KEY: &str = "budget-test-key-0123456789";
 
 /// Configured TTLs, each different so a key's PTTL tells which one it got.
 const SUMMARY_TTL: Duration = Duration::from_secs(3600);
@@ -89,7 +91,8 @@ impl Cluster {
             elevateai_yaml(&elevateai.base_url(), ""),
         );
         let limited = format!(
-            "auth:\n  keys:\n    limited:\n      key: {LIMITED_KEY}\n      rate_limit: {{ per_second: 10, burst: 10 }}\n"
+            "auth:\n  keys:\n    limited:\n      key: {LIMITED_KEY}\n      rate_limit: {{ per_second: 10, burst: 10 }}\n    \
+             budget:\n      key: {BUDGET_KEY}\n      quota: {{ requests: 5, per: day }}\n"
         );
         let yaml = base.replacen("auth:\n  keys:\n", &limited, 1);
         assert_ne!(yaml, base, "the limited key was added");
@@ -659,4 +662,43 @@ async fn the_keys_expire_as_configured() {
         }
     }
     assert!(forever.is_empty(), "keys without expiry: {forever:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quota_holds_across_three_replicas() {
+    let redis = TestRedis::new("quota");
+    let c = Cluster::start(Options::new(3, &redis)).await;
+    // 12 at once, 4 at each replica, for a fleet-wide quota of 5.
+    let requests: Vec<_> = (0..12_usize)
+        .map(|i| {
+            c.http
+                .post(format!("{}/v1/summaries", c.url(i % 3)))
+                .bearer_auth(BUDGET_KEY)
+                .json(&docs_request())
+                .timeout(Duration::from_secs(30))
+                .send()
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in futures::future::join_all(requests).await {
+        let r = r.unwrap();
+        let status = r.status().as_u16();
+        if status == 429 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "quota_exceeded", "{body}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429, 429, 429], "5 of 12 for the fleet");
+
+    let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let key = format!("{}:{{quota:budget}}:all:d{day}", redis.prefix());
+    let mut con = redis.connection();
+    let used: i64 = redis::cmd("GET").arg(&key).query(&mut con).unwrap_or_else(|e| {
+        panic!("{key}: {e} (keys: {:?})", keys(&mut redis.connection(), redis.prefix()))
+    });
+    assert_eq!(used, 5, "{key}: refused requests are not charged");
+    let left = pttl(&mut con, &key);
+    assert!(left > 0 && left <= 86_400_000 * 2, "{key}: PTTL {left} ms");
 }
