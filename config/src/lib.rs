@@ -127,6 +127,21 @@ impl Config {
         Self::from_value(vendors, value, env)
     }
 
+    /// A short fingerprint of the effective configuration (12 hex digits, the
+    /// first 48 bits of a SHA-256): equal on every replica running the same
+    /// configuration, different when anything in it differs, inline secrets
+    /// included (by a digest, never their value). Secrets read from the
+    /// environment (`*_env`) count by the variable's name: a process's
+    /// environment does not change while it runs.
+    pub fn fingerprint(&self) -> String {
+        match secret::digest_of(self) {
+            Ok(digest) => hex::encode(&digest[..6]),
+            // Serializing a loaded configuration does not fail; should it, every
+            // reload looks like a change, which is safe.
+            Err(_) => "000000000000".to_owned(),
+        }
+    }
+
     /// The configuration as YAML that loads back as the same configuration: defaults
     /// written out, secrets named by their `*_env` keys as they are, inline ones as
     /// `'*****'` (to be written again before loading).

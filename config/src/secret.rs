@@ -5,10 +5,12 @@
 //! by accident. Reading the value is explicit: [`Secret::expose`].
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 /// A secret value (API key, vendor token, client secret, webhook secret).
 #[derive(Clone, PartialEq, Eq)]
@@ -38,10 +40,38 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
-impl<T> Serialize for Secret<T> {
+thread_local! {
+    /// Set while [`digest_of`] serializes: secrets write a digest instead of `*****`.
+    static DIGESTING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl<T: Serialize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if DIGESTING.get() {
+            // Only inside `digest_of`, whose output is itself hashed: a changed
+            // secret changes the configuration's fingerprint, and neither the
+            // value nor a digest of it alone ever leaves the process.
+            let value = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
+            return serializer.serialize_str(&hex::encode(Sha256::digest(value)));
+        }
         serializer.serialize_str("*****")
     }
+}
+
+/// SHA-256 of `value` serialized as JSON, with every [`Secret`] in it counted
+/// by a digest of its value (not masked): two values differing only in a secret
+/// differ here.
+pub fn digest_of<V: Serialize>(value: &V) -> Result<[u8; 32], serde_json::Error> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DIGESTING.set(false);
+        }
+    }
+    DIGESTING.set(true);
+    let _reset = Reset;
+    let bytes = serde_json::to_vec(value)?;
+    Ok(Sha256::digest(bytes).into())
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {

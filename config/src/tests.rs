@@ -780,3 +780,22 @@ providers:
         assert!(got.iter().any(|m| m.starts_with(prefix)), "missing `{prefix}` in:\n{}", got.join("\n"));
     }
 }
+
+#[test]
+fn the_fingerprint_changes_with_any_value_inline_secrets_included_and_never_shows_them() {
+    let env = env_of(&[("OPS_KEY", "ops-key"), ("PBX_CLIENT_ID", "id"), ("PBX_CLIENT_SECRET", "s3cret")]);
+    let with_secret = |secret: &str| GOOD.replace("      key_env: OPS_KEY\n", &format!("      key: {secret}\n"));
+    let a = Config::from_yaml(VENDORS, &with_secret("inline-secret-key-0001"), &env).unwrap();
+    let again = Config::from_yaml(VENDORS, &with_secret("inline-secret-key-0001"), &env).unwrap();
+    let b = Config::from_yaml(VENDORS, &with_secret("inline-secret-key-0002"), &env).unwrap();
+    let c =
+        Config::from_yaml(VENDORS, &with_secret("inline-secret-key-0001").replace("timeout: 3s", "timeout: 4s"), &env)
+            .unwrap();
+    assert_eq!(a.fingerprint().len(), 12);
+    assert_eq!(a.fingerprint(), again.fingerprint(), "the same configuration, the same fingerprint");
+    assert_ne!(a.fingerprint(), b.fingerprint(), "an inline secret counts");
+    assert_ne!(a.fingerprint(), c.fingerprint(), "a timeout counts");
+    // Outside the fingerprint, secrets still print masked.
+    assert!(!a.to_yaml().unwrap().contains("inline-secret-key-0001"));
+    assert!(a.to_yaml().unwrap().contains("*****"));
+}

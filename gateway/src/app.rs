@@ -18,8 +18,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+
 use crate::api;
 use crate::error::ApiError;
+use crate::live::LiveConfig;
 use crate::middleware::auth::AuthLayer;
 use crate::middleware::drain::close_when_draining;
 use crate::middleware::limits::{check_head, read_body_within};
@@ -50,14 +54,18 @@ use crate::state::App;
 /// | 9 | `RequestBodyLimit` | `server.max_body_bytes` → 413 |
 /// | 9b | `read_body_within` (on the router) | the whole body within `server.body_read_timeout` → 408 otherwise; handlers get it buffered |
 /// | 9c | `close_when_draining` (on the router) | `Connection: close` on answers after SIGTERM, so keep-alive clients reconnect elsewhere; outside auth, so 401s and 429s carry it too |
+/// | 9d | `snapshot` (`/v1` only) | the live configuration (`crate::live`) loaded once: the request's keys and providers to its end, whatever a reload swaps in meanwhile |
 /// | 10 | `Auth` (`/v1` only) | `Caller` into extensions, caller name into the span; 401 |
 /// | 11 | `RateLimit` (`/v1` only) | the caller's GCRA limit (keys on `Caller`, so after auth); 429 + `RateLimit-*` |
 pub fn router(app: &Arc<App>) -> Router {
-    let keys = Arc::clone(&app.keys);
+    let live = Arc::clone(&app.live);
+    let keys = Arc::clone(&app.live().keys);
     let (routes, openapi) = api::routes(|v1| {
         v1.route_layer(
             ServiceBuilder::new()
-                // 10. Who is calling (401 otherwise).
+                // 9d. One configuration for the whole request.
+                .layer(axum::middleware::from_fn_with_state(live, snapshot))
+                // 10. Who is calling (401 otherwise), with the snapshot's keys.
                 .layer(AuthLayer::new(keys))
                 // 11. Within their limit (429 otherwise); keys on what auth found.
                 .layer(RateLimitLayer::new(app.stores.fleet.clone())),
@@ -66,7 +74,16 @@ pub fn router(app: &Arc<App>) -> Router {
     let _ = app.openapi.set(Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default()));
     // 9c. Around every route (auth included), inside the edge layers: answers while draining close their connection.
     let routes = routes.layer(axum::middleware::from_fn_with_state(app.draining.clone(), close_when_draining));
-    with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server, app.keys.known_keys())
+    with_edge_layers(routes.with_state(Arc::clone(app)), &app.config.server, app.known_keys.clone())
+}
+
+/// Layer 9d: the live configuration as the request's extensions, `Arc<Live>`
+/// for handlers and its `Arc<Keys>` for auth.
+async fn snapshot(State(live): State<LiveConfig>, mut req: Request, next: Next) -> Response {
+    let live = live.load_full();
+    req.extensions_mut().insert(Arc::clone(&live.keys));
+    req.extensions_mut().insert(live);
+    next.run(req).await
 }
 
 /// Layers 1-9b of the table above around `routes`: everything every route gets.

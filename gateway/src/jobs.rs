@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::LiveConfig;
 use crate::resource::{completed_resource, failed_resource, rfc3339, stored};
 use crate::store::{Fleet, Job, JobStore, StoreError, StoredSummary, Stores, WebhookTarget};
 use crate::waiters::Waiters;
@@ -179,9 +180,13 @@ impl Jobs {
 
     /// Every half lease (jittered), [`Self::resume`] until shutdown: how a
     /// replica takes over the jobs of one that died. Shared stores only.
-    pub async fn watch_orphaned(self: Arc<Self>, providers: BTreeMap<String, Arc<Provider>>) {
+    /// Each pass looks the jobs' providers up in the live configuration, so a
+    /// provider a reload added is found too.
+    pub async fn watch_orphaned(self: Arc<Self>, live: LiveConfig) {
         loop {
-            self.resume(&providers).await;
+            let providers = live.load_full();
+            self.resume(&providers.providers).await;
+            drop(providers);
             let every = (self.job_lease / 2).mul_f64(0.75 + 0.5 * fastrand::f64());
             tokio::select! {
                 () = tokio::time::sleep(every) => {}

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`state`]: the shared state ([`App`]), built from the configuration, and its lifecycle.
+//! - [`live`]: the live configuration (callers, providers) a reload swaps, one snapshot per request.
+//! - [`reload`]: what triggers a reload: SIGHUP, and the config file changing on disk.
 //! - [`app`]: the router with its middleware stack, assembled and commented in one place.
 //! - [`middleware`]: the gateway's own layers (redaction, auth, rate limit, problem+json, span).
 //! - [`api`]: handlers and the OpenAPI document generated with them.
@@ -30,10 +32,12 @@ pub mod app;
 pub mod demo;
 pub mod error;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod questions;
 pub mod quota;
+pub mod reload;
 pub mod resource;
 pub mod server;
 pub mod single_flight;

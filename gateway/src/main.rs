@@ -143,10 +143,10 @@ fn main() -> ExitCode {
         // The configuration comes first: its `telemetry:` section decides whether
         // spans are exported, and the subscriber is installed once. Its problems
         // go to stderr, logging or not.
-        Command::Serve => match load(cli.config) {
+        Command::Serve => match load(cli.config.clone()) {
             Ok(config) => {
                 let telemetry = telemetry::init_with(&config.telemetry);
-                let code = block_on(serve_config(config, None));
+                let code = block_on(serve_config(config, cli.config, None));
                 // After the last request and the runtime: export the spans still buffered.
                 telemetry.shutdown();
                 code
@@ -244,7 +244,12 @@ fn check_config(path: Option<PathBuf>, print: bool) -> ExitCode {
     }
 }
 
-async fn serve_config(config: Config, banner: Option<fn(SocketAddr, &str) -> String>) -> ExitCode {
+/// Serves `config`; reloads it from `path` (SIGHUP, the file changing) if there is one.
+async fn serve_config(
+    config: Config,
+    path: Option<PathBuf>,
+    banner: Option<fn(SocketAddr, &str) -> String>,
+) -> ExitCode {
     let listen = config.server.listen;
     let app = match App::new(config) {
         Ok(app) => app,
@@ -262,7 +267,8 @@ async fn serve_config(config: Config, banner: Option<fn(SocketAddr, &str) -> Str
         }
     };
     let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%addr, providers = app.providers.len(), store = app.stores.health.kind(), "listening");
+    summary_gateway::reload::watch(&app, path);
+    tracing::info!(%addr, providers = app.config.providers.len(), store = app.stores.health.kind(), "listening");
     if let Some(banner) = banner {
         println!("{}", banner(addr, app.stores.health.kind()));
     }
@@ -295,7 +301,7 @@ async fn run_demo(listen: Option<SocketAddr>, redis_url: Option<String>) -> Exit
             return ExitCode::from(2);
         }
     };
-    let code = serve_config(config, Some(demo::banner)).await;
+    let code = serve_config(config, None, Some(demo::banner)).await;
     drop(sim);
     code
 }

@@ -11,9 +11,14 @@ use providers::{Provider, Status};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+use providers::outbound::AnswerBudget;
+
 use crate::jobs::Jobs;
+use crate::live::{Live, LiveConfig};
 use crate::middleware::auth::Keys;
 use crate::middleware::drain::Draining;
+use crate::middleware::redact::KnownKeys;
 use crate::questions::Questions;
 use crate::quota::Quotas;
 use crate::store::{StoreEvent, Stores};
@@ -26,9 +31,17 @@ const BACKGROUND_CHECK_EVERY: std::time::Duration = std::time::Duration::from_mi
 
 /// Everything the handlers share.
 pub struct App {
+    /// The configuration the process started with: read here only for what a
+    /// reload does not change ([`crate::live::RESTART_ONLY`]); the rest is in [`Self::live`].
     pub config: Config,
-    /// Provider name → provider.
-    pub providers: BTreeMap<String, Arc<Provider>>,
+    /// Callers and providers as last (re)loaded; a request uses one snapshot.
+    pub live: LiveConfig,
+    /// Every caller key configured since start, for redaction.
+    pub known_keys: KnownKeys,
+    /// One budget for every provider's buffered answers, reloaded ones too.
+    budget: AnswerBudget,
+    /// One reload at a time.
+    reloading: std::sync::Mutex<()>,
     /// The store, by role; [`Stores::fleet`] only when other replicas share it.
     pub stores: Stores,
     pub summaries: Arc<Summaries>,
@@ -38,7 +51,6 @@ pub struct App {
     pub questions: Arc<Questions>,
     /// Signs and delivers callers' webhooks (the worker runs while [`crate::run`] serves).
     pub webhooks: Arc<Webhooks>,
-    pub keys: Arc<Keys>,
     /// Callers' daily and monthly quotas (fleet-wide with a shared store).
     pub quotas: Arc<Quotas>,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
@@ -55,6 +67,17 @@ pub struct App {
     pub openapi: OnceLock<Bytes>,
     /// This process's name in a shared store's leases and flights (unique per start).
     pub replica: String,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub fingerprint: String,
+    /// Whether anything differed from the running configuration.
+    pub changed: bool,
+    /// Sections that changed but need a restart (their running values stay).
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// The gateway could not start.
@@ -77,7 +100,7 @@ impl App {
         let replica = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let stores = Stores::from_config(&config.store, &replica).map_err(InitError::Store)?;
         // One budget for every provider: it bounds what the process holds.
-        let budget = providers::outbound::AnswerBudget::new(config.server.vendor_buffer_bytes.get());
+        let budget = AnswerBudget::new(config.server.vendor_buffer_bytes.get());
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
             let built = Provider::from_config_shared(provider, stores.vendor_state.clone(), &budget)
@@ -106,12 +129,18 @@ impl App {
         let questions =
             Questions::new(&stores, config.store.question_ttl, Arc::clone(&flight_ends), flight_ttl(&config));
         let webhooks = Webhooks::new(&config, Arc::clone(&stores.outbox), outbox_wake).map_err(InitError::Webhooks)?;
+        let keys = Arc::new(Keys::from_config(&config.auth));
+        let known_keys = keys.known_keys();
+        let live = Live { generation: 1, fingerprint: config.fingerprint(), config: config.clone(), providers, keys };
+        crate::metrics::config_loaded(live.generation, &live.fingerprint);
         Ok(Arc::new(Self {
             questions: Arc::new(questions),
             webhooks: Arc::new(webhooks),
-            keys: Arc::new(Keys::from_config(&config.auth)),
             quotas: Arc::new(Quotas::new(stores.fleet.clone())),
-            providers,
+            live: Arc::new(ArcSwap::from_pointee(live)),
+            known_keys,
+            budget,
+            reloading: std::sync::Mutex::new(()),
             stores,
             summaries,
             jobs,
@@ -126,8 +155,39 @@ impl App {
         }))
     }
 
-    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
-        self.providers.get(name)
+    /// The live configuration now (a request takes it once, on arrival).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Swaps in `config` for new requests, if everything in it is valid (what
+    /// `check-config` checks, and what only the adapters can): otherwise keeps
+    /// the running configuration and returns every problem with its path.
+    /// Changes to [`crate::live::RESTART_ONLY`] sections are reported and not applied.
+    pub fn reload(&self, config: Config) -> Result<Reloaded, Vec<String>> {
+        let _one = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = self.live.load_full();
+        let vendor_state = self.stores.vendor_state.clone();
+        let next = running.next(config, |p| Provider::from_config_shared(p, vendor_state.clone(), &self.budget));
+        let (next, needs_restart) = match next {
+            Ok(next) => next,
+            Err(problems) => {
+                metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "rejected").increment(1);
+                return Err(problems);
+            }
+        };
+        let changed = next.generation != running.generation;
+        let reloaded =
+            Reloaded { generation: next.generation, fingerprint: next.fingerprint.clone(), changed, needs_restart };
+        if changed {
+            // Keys first: a new key is redacted from the first request that may send it.
+            self.known_keys.add(next.keys.hashes());
+            self.webhooks.set_secrets(&next.config.auth);
+            crate::metrics::config_loaded(next.generation, &next.fingerprint);
+            self.live.store(Arc::new(next));
+        }
+        metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
+        Ok(reloaded)
     }
 
     /// Starts the background work: the webhook worker, and polling of jobs the
@@ -155,10 +215,10 @@ impl App {
                 }),
                 self.shutdown.clone(),
             );
-            tokio::spawn(Arc::clone(&self.jobs).watch_orphaned(self.providers.clone()));
+            tokio::spawn(Arc::clone(&self.jobs).watch_orphaned(Arc::clone(&self.live)));
         } else {
             let app = Arc::clone(self);
-            tokio::spawn(async move { app.jobs.resume(&app.providers).await });
+            tokio::spawn(async move { app.jobs.resume(&app.live().providers).await });
         }
     }
 
@@ -235,6 +295,11 @@ impl App {
             tokio::time::sleep(BACKGROUND_CHECK_EVERY).await;
         }
         self.stop_background();
+    }
+
+    /// Cancelled when the process stops (for background tasks outside the app).
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.child_token()
     }
 
     /// Stops everything in the background at once: pollers, the webhook worker,

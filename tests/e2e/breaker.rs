@@ -217,7 +217,7 @@ async fn a_jobs_polls_wait_out_an_open_breaker_without_calling_and_the_job_still
     let id = submitted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     // The next two polls fail with 500: the breaker opens.
     gw.commbox.fail_next(500, 2);
-    let cb = gw.app.provider("cb").unwrap();
+    let cb = Arc::clone(&gw.app.live().providers["cb"]);
     eventually("the breaker opens", || cb.circuit_state() == CircuitState::Open).await;
     let polls_when_opened = gw.commbox.stats().polls;
 

@@ -237,6 +237,8 @@ pub fn commbox_body(tag: &str) -> Value {
 /// A gateway served in-process, with its Yeastar and CommBox simulators.
 pub struct TestGateway {
     pub url: String,
+    /// The configuration it started with (YAML, secrets inline), to reload a changed copy.
+    pub yaml: String,
     pub sim: YeastarSimulator,
     pub commbox: CommBoxSimulator,
     _commbox: commbox::RunningSimulator,
@@ -326,6 +328,7 @@ impl TestGateway {
         }));
         Self {
             url,
+            yaml,
             sim: sim.sim.clone(),
             commbox: cb_sim.sim.clone(),
             _commbox: cb_sim,

@@ -27,6 +27,7 @@ mod quota;
 mod redis_secure;
 mod redis_sentinel;
 mod redis_support;
+mod reload;
 mod replicas;
 mod schemathesis;
 mod ssrf;

@@ -37,7 +37,9 @@ fn seconds_to_midnight() -> u64 {
 #[tokio::test]
 async fn a_daily_quota_counts_per_provider_and_per_caller_and_answers_429_until_midnight() {
     let gw = TestGateway::start_with(setup()).await;
-    let post = |body: serde_json::Value| gw.client.post(format!("{}/v1/summaries", gw.url)).bearer_auth(BUDGET_KEY).json(&body).send();
+    let post = |body: serde_json::Value| {
+        gw.client.post(format!("{}/v1/summaries", gw.url)).bearer_auth(BUDGET_KEY).json(&body).send()
+    };
 
     for n in 1..=2 {
         let r = post(docs_request()).await.unwrap();
@@ -117,7 +119,9 @@ async fn an_expired_key_is_refused_as_expired_and_the_new_one_is_served() {
     let metrics = gw.client.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     let line = metrics
         .lines()
-        .find(|l| l.starts_with("sg_key_requests_total{") && l.contains("caller=\"rotating\"") && l.contains("key=\"1\""))
+        .find(|l| {
+            l.starts_with("sg_key_requests_total{") && l.contains("caller=\"rotating\"") && l.contains("key=\"1\"")
+        })
         .unwrap_or_else(|| panic!("no sg_key_requests_total for rotating's key 1:\n{metrics}"));
     assert!(line.ends_with(" 2"), "{line}");
     assert!(!metrics.contains(NEW_KEY) && !metrics.contains(OLD_KEY), "no key in /metrics");

@@ -695,9 +695,10 @@ async fn a_quota_holds_across_three_replicas() {
     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     let key = format!("{}:{{quota:budget}}:all:d{day}", redis.prefix());
     let mut con = redis.connection();
-    let used: i64 = redis::cmd("GET").arg(&key).query(&mut con).unwrap_or_else(|e| {
-        panic!("{key}: {e} (keys: {:?})", keys(&mut redis.connection(), redis.prefix()))
-    });
+    let used: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{key}: {e} (keys: {:?})", keys(&mut redis.connection(), redis.prefix())));
     assert_eq!(used, 5, "{key}: refused requests are not charged");
     let left = pttl(&mut con, &key);
     assert!(left > 0 && left <= 86_400_000 * 2, "{key}: PTTL {left} ms");

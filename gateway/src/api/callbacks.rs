@@ -47,7 +47,9 @@ pub async fn vendor_callback(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || RequestError::NotFound("no such callback".into());
-    let provider = app.provider(&provider).ok_or_else(not_found)?;
+    // Outside `/v1`: the live configuration now (a provider a reload removed has no callbacks).
+    let live = app.live();
+    let provider = live.provider(&provider).ok_or_else(not_found)?;
     let expected = provider.callback_token().ok_or_else(not_found)?;
     let given = token.map(|Extension(PathCredential(t))| t).ok_or_else(not_found)?;
     if !bool::from(expected.expose().as_bytes().ct_eq(given.expose().as_bytes())) {

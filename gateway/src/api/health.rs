@@ -24,12 +24,25 @@ pub struct Health {
     /// Why the gateway is degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Readiness only: the live configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigState>,
+}
+
+/// The live configuration a replica serves with (it changes on reload).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigState {
+    /// 1 at start, one more for every reload that changed the configuration.
+    pub generation: u64,
+    /// 12 hex digits: equal on replicas running the same configuration
+    /// (`sg_config_fingerprint` in `/metrics` is the same number).
+    pub fingerprint: String,
 }
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", store: None, detail: None })
+    Json(Health { status: "ok", store: None, detail: None, config: None })
 }
 
 /// The gateway takes traffic unless it is draining. A shared store that does
@@ -50,9 +63,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
     let store = &app.stores.health;
+    let live = app.live();
+    let config = Some(ConfigState { generation: live.generation, fingerprint: live.fingerprint.clone() });
     Ok(Json(match store.ping().await {
-        Ok(()) => Health { status: "ready", store: Some(store.kind()), detail: None },
-        Err(e) => Health { status: "degraded", store: Some(store.kind()), detail: Some(e.to_string()) },
+        Ok(()) => Health { status: "ready", store: Some(store.kind()), detail: None, config },
+        Err(e) => Health { status: "degraded", store: Some(store.kind()), detail: Some(e.to_string()), config },
     }))
 }
 

@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::{Extension, Json};
 use providers::{Input, Kind, ProviderStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::CallerProblems;
+use crate::live::Live;
 use crate::middleware::auth::Caller;
-use crate::state::App;
 
 /// The providers a key may use.
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,10 +50,10 @@ pub struct ProviderEntry {
     security(("bearer" = []), ("access_token" = []))
 )]
 pub async fn list_providers(
-    State(app): State<Arc<App>>,
+    Extension(live): Extension<Arc<Live>>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Json<ProviderList> {
-    let data = app
+    let data = live
         .providers
         .values()
         .filter(|p| caller.may_use(p.name()))

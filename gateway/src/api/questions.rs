@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::json::JsonBody;
 use super::{BodyProblems, CallerProblems, VendorProblems};
 use crate::error::{ApiError, AuthError, Problem, RequestError};
+use crate::live::Live;
 use crate::middleware::auth::Caller;
 use crate::state::App;
 use crate::summaries::CacheStatus;
@@ -73,10 +74,11 @@ pub struct QuestionList {
 )]
 pub async fn ask_question(
     State(app): State<Arc<App>>,
+    Extension(live): Extension<Arc<Live>>,
     Extension(caller): Extension<Arc<Caller>>,
     JsonBody(body): JsonBody<AskQuestion>,
 ) -> Result<Response, ApiError> {
-    let provider = usable_provider(&app, &caller, &body.provider)?;
+    let provider = usable_provider(&live, &caller, &body.provider)?;
     let c = &body.conversation;
     if c.text.is_some() || c.party.is_some() || c.extension_id.is_some() {
         return Err(RequestError::Invalid("conversation: questions take the conversation's id only".into()).into());
@@ -122,6 +124,7 @@ pub async fn ask_question(
 )]
 pub async fn list_questions(
     State(app): State<Arc<App>>,
+    Extension(live): Extension<Arc<Live>>,
     Extension(caller): Extension<Arc<Caller>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -136,7 +139,7 @@ pub async fn list_questions(
     let provider = provider.ok_or_else(|| RequestError::Invalid("provider: required query parameter".into()))?;
     let conversation =
         conversation.ok_or_else(|| RequestError::Invalid("conversation_id: required query parameter".into()))?;
-    let provider = usable_provider(&app, &caller, &provider)?;
+    let provider = usable_provider(&live, &caller, &provider)?;
     provider.validate_questions_about(Some(&conversation)).map_err(RequestError::from)?;
     let data = app.questions.list(provider, &conversation).await?;
     let mut response = Json(QuestionList { data }).into_response();
@@ -144,8 +147,8 @@ pub async fn list_questions(
     Ok(response)
 }
 
-fn usable_provider<'a>(app: &'a App, caller: &Caller, name: &str) -> Result<&'a Arc<Provider>, ApiError> {
-    let provider = app.provider(name).ok_or_else(|| RequestError::UnknownProvider(name.to_owned()))?;
+fn usable_provider<'a>(live: &'a Live, caller: &Caller, name: &str) -> Result<&'a Arc<Provider>, ApiError> {
+    let provider = live.provider(name).ok_or_else(|| RequestError::UnknownProvider(name.to_owned()))?;
     if !caller.may_use(provider.name()) {
         return Err(AuthError::Forbidden { provider: name.to_owned() }.into());
     }

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use super::json::JsonBody;
 use super::{BodyProblems, CallerProblems, VendorProblems};
 use crate::error::{ApiError, AuthError, Problem, RequestError};
+use crate::live::Live;
 use crate::middleware::auth::Caller;
 use crate::state::App;
 use crate::store::{StoredSummary, WebhookTarget};
@@ -83,12 +84,13 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 )]
 pub async fn create_summary(
     State(app): State<Arc<App>>,
+    Extension(live): Extension<Arc<Live>>,
     Extension(caller): Extension<Arc<Caller>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateSummary>,
 ) -> Result<Response, ApiError> {
     let wait = prefer_wait(&headers);
-    let provider = app.provider(&body.provider).ok_or_else(|| RequestError::UnknownProvider(body.provider.clone()))?;
+    let provider = live.provider(&body.provider).ok_or_else(|| RequestError::UnknownProvider(body.provider.clone()))?;
     if !caller.may_use(provider.name()) {
         return Err(AuthError::Forbidden { provider: body.provider }.into());
     }
@@ -189,6 +191,7 @@ fn retry_after(provider: &Provider) -> HeaderValue {
 )]
 pub async fn get_summary(
     State(app): State<Arc<App>>,
+    Extension(live): Extension<Arc<Live>>,
     Extension(caller): Extension<Arc<Caller>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -209,7 +212,7 @@ pub async fn get_summary(
     };
     let mut response = summary_response(&stored, CacheStatus::Hit);
     if stored.status == Status::Pending
-        && let Some(provider) = app.provider(&stored.provider)
+        && let Some(provider) = live.provider(&stored.provider)
     {
         response.headers_mut().insert(header::RETRY_AFTER, retry_after(provider));
     }

@@ -75,8 +75,9 @@ pub struct Caller {
     /// Providers the key may use; `None`: all.
     providers: Option<HashSet<String>>,
     /// The key's own limiter: one per configured key, so its memory is bounded by
-    /// the configuration and there is nothing to prune.
-    pub limiter: KeyLimiter,
+    /// the configuration and there is nothing to prune. Shared with the next
+    /// generation of the keys when a reload leaves the caller's rate unchanged.
+    pub limiter: Arc<KeyLimiter>,
     pub rate_limit: RateLimit,
     /// The caller's quota, if it has one ([`crate::quota`]).
     pub quota: Option<Quota>,
@@ -99,11 +100,31 @@ pub struct Keys {
 impl Keys {
     /// The keys' hashes, for redacting a key sent under another name.
     pub fn known_keys(&self) -> super::redact::KnownKeys {
-        super::redact::KnownKeys::new(self.callers.iter().flat_map(|c| c.credentials.iter().map(|k| k.sha256)))
+        super::redact::KnownKeys::new(self.hashes())
+    }
+
+    /// The SHA-256 of every key of every caller.
+    pub fn hashes(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.callers.iter().flat_map(|c| c.credentials.iter().map(|k| k.sha256))
     }
 
     pub fn from_config(auth: &AuthConfig) -> Self {
         Self::with_clock(auth, LimiterClock::system)
+    }
+
+    /// The keys of a reloaded `auth`, every caller whose rate limit is unchanged
+    /// keeping its limiter from `running` (a reload does not refill a burst).
+    pub fn from_config_keeping(auth: &AuthConfig, running: &Self) -> Self {
+        let mut keys = Self::from_config(auth);
+        for caller in &mut keys.callers {
+            if let Some(old) =
+                running.callers.iter().find(|old| old.name == caller.name && old.rate_limit == caller.rate_limit)
+                && let Some(caller) = Arc::get_mut(caller)
+            {
+                caller.limiter = Arc::clone(&old.limiter);
+            }
+        }
+        keys
     }
 
     /// The keys with every limiter on `clock` (clones of a fake clock share its time).
@@ -121,8 +142,10 @@ impl Keys {
                     name: Arc::from(name.as_str()),
                     credentials: key.credentials.clone(),
                     providers: key.providers.as_ref().map(|p| p.iter().cloned().collect()),
-                    limiter: RateLimiter::direct_with_clock(providers::outbound::quota(&key.rate_limit), clock())
-                        .with_middleware::<StateInformationMiddleware>(),
+                    limiter: Arc::new(
+                        RateLimiter::direct_with_clock(providers::outbound::quota(&key.rate_limit), clock())
+                            .with_middleware::<StateInformationMiddleware>(),
+                    ),
                     rate_limit: key.rate_limit,
                     quota: key.quota.clone(),
                     webhook_secret: key.resolved_webhook_secret.clone(),
@@ -191,6 +214,10 @@ fn trim(mut b: &[u8]) -> &[u8] {
 }
 
 /// Layer: authenticate every request or answer 401.
+///
+/// Against the keys of the request's configuration snapshot (an `Arc<Keys>` in
+/// its extensions, put there by the router's snapshot layer, so a reload takes
+/// effect for the next request); without one, against the keys it was made with.
 #[derive(Clone)]
 pub struct AuthLayer {
     keys: Arc<Keys>,
@@ -230,7 +257,8 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        match self.keys.authenticate(&req) {
+        let keys = req.extensions().get::<Arc<Keys>>().unwrap_or(&self.keys);
+        match keys.authenticate(&req) {
             Ok((caller, key)) => {
                 tracing::Span::current().record("caller", &*caller.name);
                 crate::metrics::set_caller(&caller.name);

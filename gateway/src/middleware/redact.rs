@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::http::Uri;
 use axum::middleware::Next;
@@ -32,18 +33,31 @@ pub struct QueryCredential(pub Secret<String>);
 #[derive(Clone)]
 pub struct PathCredential(pub Secret<String>);
 
-/// SHA-256 of every configured caller key: a query value equal to one is redacted.
+/// SHA-256 of every caller key configured since the process started (a key a
+/// reload removed is still redacted): a query value equal to one is redacted.
+/// Clones share one set.
 #[derive(Clone, Default)]
-pub struct KnownKeys(Arc<HashSet<[u8; 32]>>);
+pub struct KnownKeys(Arc<ArcSwap<HashSet<[u8; 32]>>>);
 
 impl KnownKeys {
     pub fn new(hashes: impl IntoIterator<Item = [u8; 32]>) -> Self {
-        Self(Arc::new(hashes.into_iter().collect()))
+        Self(Arc::new(ArcSwap::from_pointee(hashes.into_iter().collect())))
+    }
+
+    /// Adds the keys of a reloaded configuration (one reload at a time).
+    pub fn add(&self, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        let mut all = HashSet::clone(&self.0.load());
+        all.extend(hashes);
+        self.0.store(Arc::new(all));
     }
 
     fn contains(&self, value: &str) -> bool {
         // Shorter values are no key (check-config wants keys of 16 characters and more).
-        value.len() >= MIN_KEY_LEN && !self.0.is_empty() && self.0.contains(&<[u8; 32]>::from(Sha256::digest(value)))
+        if value.len() < MIN_KEY_LEN {
+            return false;
+        }
+        let known = self.0.load();
+        !known.is_empty() && known.contains(&<[u8; 32]>::from(Sha256::digest(value)))
     }
 }
 

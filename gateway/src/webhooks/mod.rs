@@ -25,9 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gateway_config::{Config, WebhooksConfig};
+use gateway_config::{AuthConfig, Config, WebhooksConfig};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore};
@@ -50,10 +51,21 @@ pub struct Webhooks {
     store: Arc<dyn Outbox>,
     config: WebhooksConfig,
     client: reqwest::Client,
-    /// Caller name → signing key.
-    keys: HashMap<String, Vec<u8>>,
+    /// Caller name → signing key; replaced by a reload ([`Self::set_secrets`]).
+    keys: ArcSwap<HashMap<String, Vec<u8>>>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
+}
+
+/// Caller name → the key its webhooks are signed with.
+fn signing_keys(auth: &AuthConfig) -> HashMap<String, Vec<u8>> {
+    auth.keys
+        .iter()
+        .filter_map(|(name, key)| {
+            let secret = key.resolved_webhook_secret.as_ref()?;
+            Some((name.clone(), gateway_config::auth::webhook_key(secret.expose())?))
+        })
+        .collect()
 }
 
 /// The Standard Webhooks signature of one attempt: `v1,<base64>`.
@@ -81,20 +93,11 @@ impl Webhooks {
             builder = builder.dns_resolver(PublicOnly);
         }
         let client = builder.build().map_err(|e| format!("webhook HTTP client: {e}"))?;
-        let keys = config
-            .auth
-            .keys
-            .iter()
-            .filter_map(|(name, key)| {
-                let secret = key.resolved_webhook_secret.as_ref()?;
-                Some((name.clone(), gateway_config::auth::webhook_key(secret.expose())?))
-            })
-            .collect();
         Ok(Self {
             store,
             config: config.webhooks.clone(),
             client,
-            keys,
+            keys: ArcSwap::from_pointee(signing_keys(&config.auth)),
             wake,
             slots: Arc::new(Semaphore::new(config.webhooks.max_concurrency)),
         })
@@ -102,7 +105,13 @@ impl Webhooks {
 
     /// Whether deliveries to this caller can be signed.
     pub fn can_sign_for(&self, caller: &str) -> bool {
-        self.keys.contains_key(caller)
+        self.keys.load().contains_key(caller)
+    }
+
+    /// The callers' webhook secrets of a reloaded configuration: deliveries from
+    /// now on (queued ones included) are signed with them.
+    pub fn set_secrets(&self, auth: &AuthConfig) {
+        self.keys.store(Arc::new(signing_keys(auth)));
     }
 
     /// Whether attempts are under way, or (`due_too`) deliveries are due now:
@@ -185,7 +194,8 @@ impl Webhooks {
     }
 
     async fn send(&self, delivery: &Delivery) -> Result<u16, String> {
-        let key = self.keys.get(&delivery.caller).ok_or("the caller no longer has a webhook secret")?;
+        let keys = self.keys.load();
+        let key = keys.get(&delivery.caller).ok_or("the caller no longer has a webhook secret")?;
         let url = Url::parse(&delivery.url).map_err(|_| "not a URL".to_owned())?;
         if !self.config.allow_private_networks {
             let literal = match url.host() {
