@@ -95,6 +95,10 @@ pub fn handle() -> &'static PrometheusHandle {
         }
         describe();
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // At 0 from the start, so an alert on their increase sees the first reload.
+        for result in ["applied", "rejected"] {
+            metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);
+        }
         handle
     })
 }
