@@ -60,22 +60,10 @@ impl Live {
     ) -> Result<(Self, Vec<&'static str>), Vec<String>> {
         let old = &self.config;
         let mut restart = Vec::new();
-        if new.server != old.server {
-            restart.push("server");
-            new.server = old.server.clone();
-        }
-        if new.store != old.store {
-            restart.push("store");
-            new.store = old.store.clone();
-        }
-        if new.webhooks != old.webhooks {
-            restart.push("webhooks");
-            new.webhooks = old.webhooks.clone();
-        }
-        if new.telemetry != old.telemetry {
-            restart.push("telemetry");
-            new.telemetry = old.telemetry.clone();
-        }
+        keep_running("server", &mut new.server, &old.server, &mut restart);
+        keep_running("store", &mut new.store, &old.store, &mut restart);
+        keep_running("webhooks", &mut new.webhooks, &old.webhooks, &mut restart);
+        keep_running("telemetry", &mut new.telemetry, &old.telemetry, &mut restart);
         let mut providers = BTreeMap::new();
         let mut problems = Vec::new();
         for (name, config) in &new.providers {
@@ -99,5 +87,19 @@ impl Live {
         let fingerprint = new.fingerprint();
         let generation = if fingerprint == self.fingerprint { self.generation } else { self.generation + 1 };
         Ok((Self { generation, fingerprint, config: new, providers, keys }, restart))
+    }
+}
+
+/// A [`RESTART_ONLY`] section: if `new` changes it, it is noted in `restart` and
+/// the running value is put back.
+fn keep_running<T: PartialEq + Clone>(
+    section: &'static str,
+    new: &mut T,
+    running: &T,
+    restart: &mut Vec<&'static str>,
+) {
+    if new != running {
+        restart.push(section);
+        new.clone_from(running);
     }
 }

@@ -209,22 +209,23 @@ async fn reloading_under_load_drops_no_request() {
 
 /// Waits until the process has logged `needle` `n` times.
 async fn logged(p: &GatewayProcess, needle: &str, n: usize) {
-    let start = std::time::Instant::now();
-    while p.output().matches(needle).count() < n {
-        assert!(start.elapsed() < Duration::from_secs(15), "no {n}× `{needle}` in:\n{}", p.output());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(&format!("{n}× `{needle}` in the log"), || p.output().matches(needle).count() >= n).await;
+}
+
+/// The binary's configuration: pbx at the Yeastar simulator, the others unreachable.
+fn binary_yaml(sim: &yeastar::RunningSimulator) -> String {
+    format!(
+        "{}{}{}",
+        config_yaml(&sim.base_url(), "", ""),
+        commbox_yaml("http://127.0.0.1:9", ""),
+        elevateai_yaml("http://127.0.0.1:9", "")
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_reloads_on_sighup_and_when_its_configmap_is_swapped() {
     let sim = YeastarSimulator::start(yeastar::SimOptions::default()).await.unwrap();
-    let yaml = format!(
-        "{}{}{}",
-        config_yaml(&sim.base_url(), "", ""),
-        commbox_yaml("http://127.0.0.1:9", ""),
-        elevateai_yaml("http://127.0.0.1:9", "")
-    );
+    let yaml = binary_yaml(&sim);
     // A ConfigMap volume: config.yaml -> ..data/config.yaml, ..data -> ..v1.
     let dir = tempfile::tempdir().unwrap();
     let version = |n: u32, text: &str| {
@@ -282,12 +283,7 @@ async fn the_binary_reloads_on_sighup_and_when_its_configmap_is_swapped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_reloads_when_a_plain_config_file_is_replaced() {
     let sim = YeastarSimulator::start(yeastar::SimOptions::default()).await.unwrap();
-    let yaml = format!(
-        "{}{}{}",
-        config_yaml(&sim.base_url(), "", ""),
-        commbox_yaml("http://127.0.0.1:9", ""),
-        elevateai_yaml("http://127.0.0.1:9", "")
-    );
+    let yaml = binary_yaml(&sim);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.yaml");
     std::fs::write(&config, &yaml).unwrap();
