@@ -62,7 +62,7 @@ pub use crate::reference::reference_markdown;
 pub use crate::schema::json_schema;
 pub use crate::secret::Secret;
 pub use crate::server::ServerConfig;
-pub use crate::store::{SentinelConfig, StoreConfig, StoreTlsConfig};
+pub use crate::store::{ClusterConfig, ClusterSeeds, SentinelConfig, StoreConfig, StoreTlsConfig, cluster_url};
 pub use crate::telemetry::TelemetryConfig;
 pub use crate::webhooks::WebhooksConfig;
 

@@ -366,6 +366,7 @@ pub(crate) fn def_order(def: &str, vendors: &[&dyn VendorType]) -> &'static [&'s
         "StoreConfig" => serde_fields::<StoreConfig>(),
         "StoreTlsConfig" => serde_fields::<crate::StoreTlsConfig>(),
         "SentinelConfig" => serde_fields::<crate::SentinelConfig>(),
+        "ClusterConfig" => serde_fields::<crate::ClusterConfig>(),
         "WebhooksConfig" => serde_fields::<WebhooksConfig>(),
         "TelemetryConfig" => serde_fields::<TelemetryConfig>(),
         "KeyConfig" => serde_fields::<KeyConfig>(),

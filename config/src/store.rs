@@ -39,6 +39,12 @@ pub struct StoreConfig {
     /// sentinels for the primary and follows a failover without a restart.
     /// `username`/`password_env` are the primary's credentials.
     pub sentinel: Option<SentinelConfig>,
+    /// A Redis Cluster, instead of `redis_url` (or give `redis_url` as
+    /// `redis+cluster://host:port,host:port`): the gateway learns the other nodes
+    /// from these, sends each key to the master of its slot and follows `MOVED`,
+    /// `ASK` and a master's failover. `username`/`password_env` and `tls` apply
+    /// to every node.
+    pub cluster: Option<ClusterConfig>,
     /// How long completed results are served from the store.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "Humantime")]
@@ -82,6 +88,7 @@ impl Default for StoreConfig {
             password: None,
             tls: StoreTlsConfig::default(),
             sentinel: None,
+            cluster: None,
             summary_ttl: Duration::from_secs(12 * 3600),
             failure_ttl: Duration::from_secs(60),
             question_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -133,6 +140,74 @@ pub struct SentinelConfig {
     pub db: i64,
 }
 
+/// `store.cluster`: where some nodes of a Redis Cluster are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Some of the cluster's nodes (masters or replicas), `host:port` each. One
+    /// that answers is enough; give several so that start-up does not depend on
+    /// one node.
+    pub nodes: Vec<String>,
+    /// TLS to every node, verified as `store.tls` says (the `rediss://` of a
+    /// single Redis).
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// The nodes of a cluster, from `store.cluster` or a `redis+cluster://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSeeds {
+    /// `host:port` each.
+    pub nodes: Vec<String>,
+    pub tls: bool,
+    /// The URL's user and password, if it has them.
+    pub username: Option<String>,
+    pub password: Option<Secret<String>>,
+}
+
+/// `redis+cluster://[user[:password]@]host:port,host:port[/]` (or `rediss+cluster://`
+/// for TLS) as its nodes; `None` for any other scheme. Errors never quote the URL.
+pub fn cluster_url(url: &str) -> Option<Result<ClusterSeeds, String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let tls = match scheme {
+        "redis+cluster" => false,
+        "rediss+cluster" => true,
+        _ => return None,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, rest),
+    };
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    };
+    let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+        Some((user, password)) => {
+            ((!user.is_empty()).then(|| decode(user)), (!password.is_empty()).then(|| Secret::new(decode(password))))
+        }
+        None => (None, None),
+    };
+    let nodes: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    if hosts.contains('/') || hosts.contains('?') {
+        return Some(Err("a cluster URL has no database or options: a cluster has database 0 only".to_owned()));
+    }
+    if let Some(bad) = nodes.iter().position(|n| !is_host_port(n)) {
+        return Some(Err(format!("node {} of the cluster URL must be host:port", bad + 1)));
+    }
+    Some(Ok(ClusterSeeds { nodes, tls, username, password }))
+}
+
+/// The host of `host:port`.
+fn host_of(node: &str) -> Option<String> {
+    node.rsplit_once(':').map(|(host, _)| host.to_owned())
+}
+
+/// `host:port`, the host not empty.
+fn is_host_port(node: &str) -> bool {
+    node.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 impl StoreTlsConfig {
     fn is_set(&self) -> bool {
         self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some() || self.insecure_skip_verify
@@ -140,9 +215,24 @@ impl StoreTlsConfig {
 }
 
 impl StoreConfig {
-    /// Whether replicas share a Redis (by `redis_url` or through Sentinel).
+    /// Whether replicas share a Redis (by `redis_url`, through Sentinel or a cluster).
     pub fn is_shared(&self) -> bool {
-        self.redis_url.is_some() || self.sentinel.is_some()
+        self.redis_url.is_some() || self.sentinel.is_some() || self.cluster.is_some()
+    }
+
+    /// The cluster's nodes, when the store is a Redis Cluster (`store.cluster` or a
+    /// `redis+cluster://` URL); `None` for one Redis (or an unusable URL, which
+    /// validation reports).
+    pub fn cluster_seeds(&self) -> Option<ClusterSeeds> {
+        if let Some(cluster) = &self.cluster {
+            return Some(ClusterSeeds {
+                nodes: cluster.nodes.clone(),
+                tls: cluster.tls,
+                username: None,
+                password: None,
+            });
+        }
+        cluster_url(self.redis_url.as_ref()?.expose()).and_then(Result::ok)
     }
 
     /// Reads `password_env` (and the sentinels').
@@ -179,9 +269,12 @@ impl StoreConfig {
         if let Some(sentinel) = &self.sentinel {
             sentinel.validate(self, errors);
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(self, errors);
+        }
         match &self.redis_url {
             Some(url) => self.validate_url(url.expose(), errors),
-            None if self.sentinel.is_some() => {}
+            None if self.sentinel.is_some() || self.cluster.is_some() => {}
             None => {
                 for (set, key) in [
                     (self.username.is_some(), "username"),
@@ -202,18 +295,34 @@ impl StoreConfig {
     /// (it may hold a password).
     fn validate_url(&self, url: &str, errors: &mut Vec<ConfigError>) {
         let scheme = url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+        let cluster = cluster_url(url);
+        if let Some(Err(e)) = &cluster {
+            errors.push(ConfigError::new("store.redis_url", e.clone()));
+            return;
+        }
+        if cluster.is_none() && !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
             errors.push(ConfigError::new(
                 "store.redis_url",
-                "must be a redis://host:port/db or rediss://host:port/db (TLS) URL, or redis+unix:// or unix://; \
-                 redis+cluster:// and Sentinel URLs are not supported by this build",
+                "must be a redis://host:port/db or rediss://host:port/db (TLS) URL, redis+unix:// or unix://, \
+                 or redis+cluster://host:port,host:port (rediss+cluster:// for TLS); for Sentinel use store.sentinel",
             ));
             return;
         }
+        let tls_on = matches!(scheme, Some("rediss" | "rediss+cluster"));
+        let hosts = match cluster {
+            Some(Ok(seeds)) => seeds.nodes.iter().map(|n| host_of(n)).collect(),
+            _ => vec![url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned))],
+        };
+        self.validate_tls(tls_on, "a rediss:// or rediss+cluster:// store.redis_url", &hosts, errors);
+    }
+
+    /// The `store.tls` keys against whether TLS is on (`tls_on`, as `what` says)
+    /// and the `hosts` of the nodes (`None`: unreadable).
+    fn validate_tls(&self, tls_on: bool, what: &str, hosts: &[Option<String>], errors: &mut Vec<ConfigError>) {
         let tls = self.tls.clone();
-        if scheme != Some("rediss") {
+        if !tls_on {
             if tls.is_set() {
-                errors.push(ConfigError::new("store.tls", "applies to a rediss:// store.redis_url only"));
+                errors.push(ConfigError::new("store.tls", format!("applies to {what} only")));
             }
             return;
         }
@@ -224,18 +333,40 @@ impl StoreConfig {
         // The files themselves are read where the gateway runs: at start-up and by
         // `check-config` (a manifest names paths that exist only in the pod).
         if tls.insecure_skip_verify {
-            let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
-            let loopback = host.as_deref().is_some_and(|h| {
-                h.eq_ignore_ascii_case("localhost")
-                    || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            });
-            if !loopback {
+            let loopback = |host: &Option<String>| {
+                host.as_deref().is_some_and(|h| {
+                    h.eq_ignore_ascii_case("localhost")
+                        || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                })
+            };
+            if !hosts.iter().all(loopback) {
                 errors.push(ConfigError::new(
                     "store.tls.insecure_skip_verify",
                     "is allowed only for a Redis on a loopback address; give the server's CA in store.tls.ca_file instead",
                 ));
             }
         }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, store: &StoreConfig, errors: &mut Vec<ConfigError>) {
+        if store.redis_url.is_some() || store.sentinel.is_some() {
+            errors.push(ConfigError::new(
+                "store.cluster",
+                "give one of store.redis_url, store.sentinel and store.cluster (a cluster URL is redis+cluster://)",
+            ));
+        }
+        if self.nodes.is_empty() {
+            errors.push(ConfigError::new("store.cluster.nodes", "at least one node is required"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !is_host_port(node) {
+                errors.push(ConfigError::new(format!("store.cluster.nodes.{i}"), "must be host:port"));
+            }
+        }
+        let hosts: Vec<Option<String>> = self.nodes.iter().map(|n| host_of(n)).collect();
+        store.validate_tls(self.tls, "store.cluster with tls: true", &hosts, errors);
     }
 }
 
@@ -254,8 +385,7 @@ impl SentinelConfig {
             errors.push(ConfigError::new("store.sentinel.nodes", "at least one sentinel is required"));
         }
         for (i, node) in self.nodes.iter().enumerate() {
-            let port = node.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            if !is_host_port(node) {
                 errors.push(ConfigError::new(format!("store.sentinel.nodes.{i}"), "must be host:port"));
             }
         }

@@ -338,7 +338,7 @@ fn the_redis_store_is_configured_and_checked() {
     assert_eq!(config.store.timeout, Duration::from_millis(500));
 
     let yaml = format!(
-        "{base}store: {{ redis_url: 'redis+cluster://redis:6380', key_prefix: 'a{{b}}', job_lease: 100ms, timeout: 0s }}\n"
+        "{base}store: {{ redis_url: 'sentinel://redis:6380', key_prefix: 'a{{b}}', job_lease: 100ms, timeout: 0s }}\n"
     );
     let messages: Vec<String> =
         Config::from_yaml(VENDORS, &yaml, &|_| None).unwrap_err().iter().map(ToString::to_string).collect();
@@ -396,6 +396,34 @@ fn tls_and_acl_users_of_the_redis_store_are_checked_with_their_paths() {
     has(&m, "store.sentinel.nodes.0", "host:port");
     has(&m, "store.sentinel.nodes.1", "host:port");
     has(&check("{ redis_url: 'redis://r', password: x }", &[]), "store.password", "unknown field");
+
+    // A cluster: by URL or by `store.cluster`.
+    let url = "{ redis_url: 'rediss+cluster://gw:p%40ss@10.0.0.1:6379,redis-2:6380/' }";
+    assert!(check(url, &[]).is_empty(), "{:?}", check(url, &[]));
+    let seeds = crate::cluster_url("rediss+cluster://gw:p%40ss@10.0.0.1:6379,redis-2:6380/").unwrap().unwrap();
+    assert_eq!(seeds.nodes, ["10.0.0.1:6379", "redis-2:6380"]);
+    assert_eq!((seeds.tls, seeds.username.as_deref()), (true, Some("gw")));
+    assert_eq!(seeds.password.as_ref().map(|p| p.expose().as_str()), Some("p@ss"));
+    has(&check("{ redis_url: 'redis+cluster://secret@r:1,r/0' }", &[]), "store.redis_url", "no database");
+    let m = check("{ redis_url: 'redis+cluster://:hunter2@r:1,nohost' }", &[]);
+    has(&m, "store.redis_url", "node 2");
+    assert!(!format!("{m:?}").contains("hunter2"), "{m:?}");
+    has(&check("{ redis_url: 'redis+cluster://r:1', tls: { ca_file: x } }", &[]), "store.tls", "rediss+cluster://");
+    let cluster = "{ cluster: { nodes: ['10.0.0.1:6379', 'r:6380'] }, username: gw }";
+    assert!(check(cluster, &[]).is_empty(), "{:?}", check(cluster, &[]));
+    let m = check("{ redis_url: 'redis://r', cluster: { nodes: [nohost] }, tls: { insecure_skip_verify: true } }", &[]);
+    has(&m, "store.cluster", "one of");
+    has(&m, "store.cluster.nodes.0", "host:port");
+    has(&m, "store.tls", "store.cluster with tls: true");
+    has(&check("{ cluster: { nodes: [] } }", &[]), "store.cluster.nodes", "at least one");
+    has(
+        &check(
+            "{ cluster: { nodes: ['127.0.0.1:1', 'redis:2'], tls: true }, tls: { insecure_skip_verify: true } }",
+            &[],
+        ),
+        "store.tls.insecure_skip_verify",
+        "loopback",
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{binary, client, expect_problem, run_to_end};
-use crate::redis_support::{self, TestRedis};
+use crate::redis_support::TestRedis;
 
 /// The demo's API key (gateway/src/demo.rs).
 pub const DEMO_KEY: &str = "demo-key";
@@ -149,7 +149,7 @@ async fn two_demos_on_one_redis_url_share_their_summaries() {
     assert_eq!(again.headers()["cache-status"], "summary-gateway; hit");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["sections"], made["sections"]);
-    assert!(!redis_support::keys(&mut redis.connection(), redis.prefix()).is_empty(), "nothing in Redis");
+    assert!(!redis.keys().is_empty(), "nothing in Redis");
 
     // --redis-url wins over the environment and is checked as the file's value is.
     let env = [env[0], ("SUMMARY_GATEWAY__STORE__REDIS_URL", redis.url())];

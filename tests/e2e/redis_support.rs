@@ -1,6 +1,6 @@
 //! Redis for the replica tests: a corner of the shared test Redis per test (its
-//! own key prefix, cleaned on drop), and a private `redis-server` a test may kill,
-//! restart and freeze.
+//! own key prefix, cleaned on drop), a private `redis-server` a test may kill,
+//! restart and freeze, and a private Redis Cluster (3 masters, a replica each).
 //!
 //! The shared Redis is `SG_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`);
 //! `scripts/test.sh` and `.ci/run` start one. A test that cannot reach it fails
@@ -56,20 +56,72 @@ pub fn keys(con: &mut Connection, prefix: &str) -> Vec<String> {
 }
 
 /// `PTTL key`: milliseconds left, -1 without expiry, -2 when there is no such key.
-pub fn pttl(con: &mut Connection, key: &str) -> i64 {
+pub fn pttl(con: &mut dyn redis::ConnectionLike, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(con).unwrap()
 }
 
 /// `TYPE key` (`string`, `hash`, `zset`, ..., `none`).
-pub fn key_type(con: &mut Connection, key: &str) -> String {
+pub fn key_type(con: &mut dyn redis::ConnectionLike, key: &str) -> String {
     redis::cmd("TYPE").arg(key).query(con).unwrap()
 }
 
-/// A test's own corner of the shared test Redis: a unique key prefix, whose keys
-/// are deleted when this is dropped.
+/// A connection for a test's own look at the data: to one Redis, or to a cluster
+/// (each command sent to its key's node).
+pub enum TestCon {
+    Single(Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
+impl redis::ConnectionLike for TestCon {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> RedisResult<redis::Value> {
+        match self {
+            Self::Single(c) => c.req_command(cmd),
+            Self::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Self::Single(c) => c.check_connection(),
+            Self::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::Single(c) => c.is_open(),
+            Self::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+/// A test's own corner of the shared test Redis (a unique key prefix, whose keys
+/// are deleted when this is dropped), or a Redis Cluster of its own.
 pub struct TestRedis {
     url: String,
     prefix: String,
+    cluster: Option<TestCluster>,
 }
 
 impl TestRedis {
@@ -82,11 +134,32 @@ impl TestRedis {
                  or run `redis-server --save '' --appendonly no`): {e}"
             );
         }
-        Self { url, prefix: unique_prefix(name) }
+        Self { url, prefix: unique_prefix(name), cluster: None }
     }
 
+    /// A Redis Cluster of the test's own ([`TestCluster`]), stopped when this is dropped.
+    pub fn cluster(name: &str) -> Self {
+        let cluster = TestCluster::start();
+        Self { url: cluster.url(), prefix: unique_prefix(name), cluster: Some(cluster) }
+    }
+
+    /// `store.redis_url`: `redis://` or, for a cluster, `redis+cluster://`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The plain URL of every running node (the one Redis, or each of the cluster's).
+    pub fn nodes(&self) -> Vec<String> {
+        self.cluster.as_ref().map_or_else(|| vec![self.url.clone()], TestCluster::node_urls)
+    }
+
+    /// Every key of this test's prefix, on whichever node holds it.
+    pub fn keys(&self) -> Vec<String> {
+        let mut found: Vec<String> =
+            self.nodes().iter().flat_map(|node| keys(&mut connect(node).unwrap(), &self.prefix)).collect();
+        found.sort();
+        found.dedup();
+        found
     }
 
     /// The `store.key_prefix` for this test's gateways.
@@ -94,13 +167,20 @@ impl TestRedis {
         &self.prefix
     }
 
-    pub fn connection(&self) -> Connection {
-        connect(&self.url).unwrap()
+    pub fn connection(&self) -> TestCon {
+        match &self.cluster {
+            Some(cluster) => TestCon::Cluster(cluster.connection()),
+            None => TestCon::Single(connect(&self.url).unwrap()),
+        }
     }
 }
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
+        if self.cluster.is_some() {
+            // Its own servers, stopped with it.
+            return;
+        }
         // Best effort: a failing clean-up must not hide the test's own failure.
         let Ok(mut con) = connect(&self.url) else { return };
         let pattern = format!("{}:*", self.prefix);
@@ -160,6 +240,10 @@ impl PrivateRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn log_path(&self) -> PathBuf {
@@ -232,5 +316,136 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         // SIGKILL works on a stopped process too.
         self.stop();
+    }
+}
+
+/// A Redis Cluster of the test's own on loopback ports: three masters with a
+/// replica each (`redis-cli --cluster create`), a node timeout of 1 s so that a
+/// killed master's replica takes over within a few seconds. Stopped on drop.
+pub struct TestCluster {
+    nodes: Vec<PrivateRedis>,
+}
+
+/// How long a node may be unreachable before the cluster counts it as failed.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
+
+impl TestCluster {
+    /// Starts six nodes, makes them one cluster and waits until every node sees
+    /// all 16384 slots served and every replica is in sync.
+    pub fn start() -> Self {
+        let args = || -> Vec<String> {
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(["--cluster-node-timeout".to_owned(), CLUSTER_NODE_TIMEOUT_MS.to_string()])
+                // A replica takes over however long its link was down.
+                .chain(["--cluster-replica-validity-factor".to_owned(), "0".to_owned()])
+                .collect()
+        };
+        let nodes: Vec<PrivateRedis> = (0..6).map(|_| PrivateRedis::start_with(args())).collect();
+        let cli = std::env::var("SG_TEST_REDIS_CLI").unwrap_or_else(|_| "redis-cli".to_owned());
+        let out = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{cli}` (it comes with redis-server: redis-tools): {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.until_healthy(6);
+        cluster
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The plain URL of every node still running.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(PrivateRedis::url).collect()
+    }
+
+    /// A connection to the cluster (each command to its key's master).
+    pub fn connection(&self) -> redis::cluster::ClusterConnection {
+        let client = redis::cluster::ClusterClientBuilder::new(self.node_urls())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        client.get_connection().unwrap()
+    }
+
+    /// `CLUSTER NODES` as one running node sees it: (port, flags, slot ranges) per node.
+    fn topology(&self) -> Vec<(u16, String, Vec<(u16, u16)>)> {
+        let url = self.node_urls().into_iter().next().expect("a running node");
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut connect(&url).unwrap()).unwrap();
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                let slots = fields
+                    .iter()
+                    .skip(8)
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect();
+                Some((port, (*fields.get(2)?).to_owned(), slots))
+            })
+            .collect()
+    }
+
+    /// Which node (index) is the master serving `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> usize {
+        let url = self.node_urls().into_iter().next().expect("a running node");
+        let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut connect(&url).unwrap()).unwrap();
+        let port = self
+            .topology()
+            .into_iter()
+            .find(|(_, flags, slots)| {
+                flags.contains("master")
+                    && !flags.contains("fail")
+                    && slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .map(|(port, _, _)| port)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"));
+        self.nodes.iter().position(|n| n.port() == port).unwrap()
+    }
+
+    /// SIGKILLs node `index`.
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].stop();
+    }
+
+    /// Waits (at most 30 s) until every running node says the cluster is ok with
+    /// all slots served, knows `known` nodes, and every running replica is in sync.
+    pub fn until_healthy(&self, known: usize) {
+        let started = Instant::now();
+        loop {
+            let healthy = self.node_urls().iter().all(|url| {
+                let Ok(mut con) = connect(url) else { return false };
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap_or_default();
+                let replication: String = redis::cmd("INFO").arg("replication").query(&mut con).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && info.contains(&format!("cluster_known_nodes:{known}"))
+                    && (replication.contains("role:master") || replication.contains("master_link_status:up"))
+            });
+            if healthy {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the test cluster is not healthy after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::common::{
     GatewayProcess, KEY, Receiver, WEBHOOK_SECRET, body_of, client, commbox_body, commbox_yaml, config_yaml,
     docs_request, elevateai_yaml, eventually, record, start_receiver, verify,
 };
-use crate::redis_support::{PrivateRedis, TestRedis, key_type, keys, pttl, unique_prefix};
+use crate::redis_support::{PrivateRedis, TestRedis, key_type, pttl, unique_prefix};
 
 /// A key limited to 10 requests a second with a burst of 10, across all replicas.
 const LIMITED_KEY: &str = "limited-test-key-0123456789";
@@ -222,9 +222,67 @@ fn id_of(resource: &Value) -> String {
     resource["id"].as_str().unwrap_or_else(|| panic!("no id in {resource}")).to_owned()
 }
 
+// Each scenario runs on the shared test Redis, and again on a Redis Cluster of
+// its own (`on_a_cluster`).
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_summary_made_on_one_replica_is_read_from_another() {
-    let redis = TestRedis::new("read-anywhere");
+    read_anywhere(TestRedis::new("read-anywhere")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_of_a_killed_replica_is_finished_by_another_and_its_webhook_delivered() {
+    job_takeover(TestRedis::new("failover")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_on_one_replica_wakes_when_the_job_completes_on_another() {
+    wake_across(TestRedis::new("wake")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_identical_requests_on_each_of_three_replicas_make_one_vendor_call() {
+    one_vendor_call(TestRedis::new("single-flight")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_across_three_replicas() {
+    fleet_rate_limit(TestRedis::new("rate-limit")).await;
+}
+
+/// The same scenarios on a 3-master Redis Cluster with a replica per master
+/// (`TestCluster`): keys spread over the masters by hash tag, events by the
+/// cluster's forwarding of `PUBLISH` to every node.
+mod on_a_cluster {
+    use crate::redis_support::TestRedis;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_summary_made_on_one_replica_is_read_from_another() {
+        super::read_anywhere(TestRedis::cluster("read-anywhere")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_job_of_a_killed_replica_is_finished_by_another_and_its_webhook_delivered() {
+        super::job_takeover(TestRedis::cluster("failover")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_wait_on_one_replica_wakes_when_the_job_completes_on_another() {
+        super::wake_across(TestRedis::cluster("wake")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twenty_identical_requests_on_each_of_three_replicas_make_one_vendor_call() {
+        super::one_vendor_call(TestRedis::cluster("single-flight")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rate_limit_holds_across_three_replicas() {
+        super::fleet_rate_limit(TestRedis::cluster("rate-limit")).await;
+    }
+}
+
+async fn read_anywhere(redis: TestRedis) {
     let c = Cluster::start(Options::new(2, &redis)).await;
 
     let r = c.summarize(0, &docs_request()).await;
@@ -257,9 +315,7 @@ async fn a_summary_made_on_one_replica_is_read_from_another() {
     assert_eq!(r.status(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_of_a_killed_replica_is_finished_by_another_and_its_webhook_delivered() {
-    let redis = TestRedis::new("failover");
+async fn job_takeover(redis: TestRedis) {
     let mut c = Cluster::start(Options::new(2, &redis)).await;
     let con = RefCell::new(redis.connection());
     let (hook, rx) = webhook_receiver().await;
@@ -367,9 +423,7 @@ async fn a_webhook_cut_off_by_a_killed_replica_is_delivered_by_another() {
     assert_eq!(serde_json::from_slice::<Value>(&delivered).unwrap()["id"], done["id"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_wait_on_one_replica_wakes_when_the_job_completes_on_another() {
-    let redis = TestRedis::new("wake");
+async fn wake_across(redis: TestRedis) {
     let c = Cluster::start(Options::new(2, &redis)).await;
     let r = c.summarize(0, &commbox_body("[sim:hold] wake across")).await;
     assert_eq!(r.status(), 202);
@@ -416,17 +470,23 @@ async fn a_wait_on_one_replica_wakes_when_the_job_completes_on_another() {
     eprintln!("B's waits answered {:?} after the release", released.elapsed());
 }
 
-/// Subscribers of the fleet's event channel (`<prefix>:events`), as Redis counts them.
+/// Subscribers of the fleet's event channel (`<prefix>:events`), as Redis counts
+/// them (on a cluster: summed over the nodes, each counting its own).
 fn event_subscribers(redis: &TestRedis) -> i64 {
     let channel = format!("{}:events", redis.prefix());
-    let (_, subscribers): (String, i64) =
-        redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query(&mut redis.connection()).unwrap();
-    subscribers
+    redis
+        .nodes()
+        .iter()
+        .map(|node| {
+            let mut con = crate::redis_support::connect(node).unwrap();
+            let (_, subscribers): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query(&mut con).unwrap();
+            subscribers
+        })
+        .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_identical_requests_on_each_of_three_replicas_make_one_vendor_call() {
-    let redis = TestRedis::new("single-flight");
+async fn one_vendor_call(redis: TestRedis) {
     let c = Cluster::start(Options::new(3, &redis)).await;
     // Each replica logs in to the PBX first (an uncached 409), then the PBX slows
     // down so that all 60 requests overlap the one summary call.
@@ -477,9 +537,7 @@ async fn twenty_identical_requests_on_each_of_three_replicas_make_one_vendor_cal
     assert_eq!((status, done["status"].as_str()), (200, Some("completed")), "{done}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rate_limit_holds_across_three_replicas() {
-    let redis = TestRedis::new("rate-limit");
+async fn fleet_rate_limit(redis: TestRedis) {
     let c = Cluster::start(Options::new(3, &redis)).await;
     let run = Duration::from_secs(3);
     let started = Instant::now();
@@ -535,11 +593,7 @@ async fn a_rate_limit_holds_across_three_replicas() {
 
     let key = format!("{}:{{rl:limited}}:gcra", redis.prefix());
     let left = pttl(&mut redis.connection(), &key);
-    assert!(
-        left > 0 && left <= 60_000,
-        "{key}: PTTL {left} ms (keys: {:?})",
-        keys(&mut redis.connection(), redis.prefix())
-    );
+    assert!(left > 0 && left <= 60_000, "{key}: PTTL {left} ms (keys: {:?})", redis.keys());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -617,7 +671,7 @@ async fn a_redis_outage_degrades_the_replicas_and_jobs_resume_when_it_returns() 
 }
 
 /// Asserts that `key` expires within (`ttl` - 60 s, `ttl`].
-fn assert_ttl(con: &mut redis::Connection, key: &str, ttl: Duration) {
+fn assert_ttl(con: &mut dyn redis::ConnectionLike, key: &str, ttl: Duration) {
     let left = pttl(con, key);
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap();
     assert!(left > ttl_ms - 60_000 && left <= ttl_ms, "{key}: PTTL {left} ms, expected about {ttl_ms} ms");
@@ -633,18 +687,18 @@ async fn the_keys_expire_as_configured() {
     let r = c.summarize(0, &docs_request()).await;
     assert_eq!(r.status(), 200);
     let completed = id_of(&r.json().await.unwrap());
-    assert_ttl(&mut con.borrow_mut(), &format!("{p}:{{{completed}}}:summary"), SUMMARY_TTL);
+    assert_ttl(&mut *con.borrow_mut(), &format!("{p}:{{{completed}}}:summary"), SUMMARY_TTL);
 
     let r = c.post(0, "/v1/summaries").header("prefer", "wait=10").json(&commbox_body("[sim:fail] ttl")).send();
     let failed: Value = r.await.unwrap().json().await.unwrap();
     assert_eq!(failed["status"], "failed", "{failed}");
-    assert_ttl(&mut con.borrow_mut(), &format!("{p}:{{{}}}:summary", id_of(&failed)), FAILURE_TTL);
+    assert_ttl(&mut *con.borrow_mut(), &format!("{p}:{{{}}}:summary", id_of(&failed)), FAILURE_TTL);
 
     let question =
         json!({"provider": "ai", "conversation": {"id": OUTAGE_CHAT}, "question": "When did the outage start?"});
     let r = c.post(0, "/v1/questions").json(&question).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_ttl(&mut con.borrow_mut(), &format!("{p}:{{q:ai:{OUTAGE_CHAT}}}:ledger"), QUESTION_TTL);
+    assert_ttl(&mut *con.borrow_mut(), &format!("{p}:{{q:ai:{OUTAGE_CHAT}}}:ledger"), QUESTION_TTL);
 
     // Finished jobs leave the job table; nothing else is kept forever.
     let jobs = format!("{p}:{{jobs}}:jobs");
@@ -655,7 +709,7 @@ async fn the_keys_expire_as_configured() {
     let tables = [jobs, format!("{p}:{{jobs}}:outbox"), format!("{p}:{{jobs}}:due")];
     let mut con = con.into_inner();
     let mut forever = Vec::new();
-    for key in keys(&mut con, p) {
+    for key in redis.keys() {
         eprintln!("{key}: {} ms ({})", pttl(&mut con, &key), key_type(&mut con, &key));
         if !tables.contains(&key) && pttl(&mut con, &key) == -1 {
             forever.push(format!("{key} ({})", key_type(&mut con, &key)));
@@ -695,10 +749,8 @@ async fn a_quota_holds_across_three_replicas() {
     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     let key = format!("{}:{{quota:budget}}:all:d{day}", redis.prefix());
     let mut con = redis.connection();
-    let used: i64 = redis::cmd("GET")
-        .arg(&key)
-        .query(&mut con)
-        .unwrap_or_else(|e| panic!("{key}: {e} (keys: {:?})", keys(&mut redis.connection(), redis.prefix())));
+    let used: i64 =
+        redis::cmd("GET").arg(&key).query(&mut con).unwrap_or_else(|e| panic!("{key}: {e} (keys: {:?})", redis.keys()));
     assert_eq!(used, 5, "{key}: refused requests are not charged");
     let left = pttl(&mut con, &key);
     assert!(left > 0 && left <= 86_400_000 * 2, "{key}: PTTL {left} ms");

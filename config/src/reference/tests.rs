@@ -245,11 +245,13 @@ fn every_documented_key_loads_and_every_documented_default_is_the_default() {
         // `type: http`'s `auth` is a one-of group of maps (exactly one form, each
         // with its secret): `tests::http_providers_are_checked_with_their_paths` checks it.
         // `job.poll` is a map inside a map whose own required keys this does not write.
-        // `store.sentinel.nodes` must be host:port, which the sampler does not write:
-        // `tests::tls_and_acl_users_of_the_redis_store_are_checked_with_their_paths` checks it.
+        // `store.sentinel.nodes` and `store.cluster.nodes` must be host:port, which the
+        // sampler does not write:
+        // `tests::tls_and_acl_users_of_the_redis_store_are_checked_with_their_paths` checks them.
         if context.starts_with("providers.http.auth")
             || context == "providers.http.job.poll"
             || context == "store.sentinel"
+            || context == "store.cluster"
         {
             continue;
         }

@@ -1,30 +1,47 @@
-//! The client of the store: URL, ACL user and TLS from `store:`, and why a
-//! connection failed, in words that name the problem and never the URL (it may
+//! The clients of the store: URL (or a cluster's nodes), ACL user and TLS from
+//! `store:`, the connection commands go through, and why a connection failed, in words that name the problem and never the URL (it may
 //! hold a password).
 
 use std::path::Path;
 
-use gateway_config::StoreConfig;
-use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
+use gateway_config::{ClusterSeeds, StoreConfig, StoreTlsConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// A client for `config.redis_url` with `username`/`password_env` and `tls` applied.
 pub(super) fn client(config: &StoreConfig) -> Result<Client, String> {
     let url = config.redis_url.as_ref().ok_or("store.redis_url is not set")?;
-    // rustls with *ring*, as for the vendors: installed once for the process.
-    providers::outbound::install_crypto_provider();
     let info =
         url.expose().as_str().into_connection_info().map_err(|e| format!("store.redis_url: {}", e.category()))?;
-    let mut info = with_credentials(info, config);
+    finish(with_credentials(info, config), &config.tls)
+}
+
+/// The client of `info` with the TLS of `tls` where its address is TLS.
+fn finish(mut info: ConnectionInfo, tls: &StoreTlsConfig) -> Result<Client, String> {
+    // rustls with *ring*, as for the vendors: installed once for the process.
+    providers::outbound::install_crypto_provider();
     let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() else {
         return Client::open(info).map_err(|e| format!("store.redis_url: {}", e.category()));
     };
-    let tls = &config.tls;
     if tls.insecure_skip_verify {
         // check-config allows it for loopback hosts only.
         info = info.set_addr(ConnectionAddr::TcpTls { host, port, insecure: true, tls_params: None });
     }
+    let Some(certificates) = tls_files(tls)? else {
+        // The system's roots.
+        return Client::open(info).map_err(|e| format!("store.redis_url: {}", e.category()));
+    };
+    // The PEM files are parsed here: a bad one is a start-up error that names it.
+    Client::build_with_tls(info, certificates)
+        .map_err(|e| format!("store.tls: {}", e.detail().unwrap_or_else(|| e.category())))
+}
+
+/// The CA and client certificate files of `store.tls`, read; `None` when neither is given.
+fn tls_files(tls: &StoreTlsConfig) -> Result<Option<TlsCertificates>, String> {
     let read = |key: &str, file: &Path| {
         std::fs::read(file).map_err(|e| format!("store.tls.{key}: cannot read {}: {e}", file.display()))
     };
@@ -45,13 +62,53 @@ pub(super) fn client(config: &StoreConfig) -> Result<Client, String> {
         }
         _ => None,
     };
-    if root_cert.is_none() && client_tls.is_none() {
-        // The system's roots.
-        return Client::open(info).map_err(|e| format!("store.redis_url: {}", e.category()));
+    Ok((root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates { client_tls, root_cert }))
+}
+
+/// The cluster client of `seeds`, with the store's credentials (over the URL's) and TLS.
+pub(super) fn cluster_client(config: &StoreConfig, seeds: &ClusterSeeds) -> Result<ClusterClient, String> {
+    providers::outbound::install_crypto_provider();
+    let scheme = if seeds.tls { "rediss" } else { "redis" };
+    let nodes: Vec<String> = seeds.nodes.iter().map(|node| format!("{scheme}://{node}")).collect();
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        // A command to a slot whose master just died is tried again on the new
+        // topology; `store.timeout` bounds the whole.
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(400);
+    if let Some(user) = config.username.as_ref().or(seeds.username.as_ref()) {
+        builder = builder.username(user);
     }
-    // The PEM files are parsed here: a bad one is a start-up error that names it.
-    Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
-        .map_err(|e| format!("store.tls: {}", e.detail().unwrap_or_else(|| e.category())))
+    if let Some(password) = config.password.as_ref().or(seeds.password.as_ref()) {
+        builder = builder.password(password.expose());
+    }
+    if seeds.tls {
+        if config.tls.insecure_skip_verify {
+            // check-config allows it for loopback hosts only.
+            builder = builder.tls(TlsMode::Insecure);
+        } else if let Some(certificates) = tls_files(&config.tls)? {
+            builder = builder.certs(certificates);
+        }
+    }
+    builder.build().map_err(|e| format!("store.cluster: {}", e.detail().unwrap_or_else(|| e.category())))
+}
+
+/// A client of one node of the cluster (`host:port`), for the event subscription.
+pub(super) fn node_client(config: &StoreConfig, seeds: &ClusterSeeds, node: &str) -> Result<Client, String> {
+    let scheme = if seeds.tls { "rediss" } else { "redis" };
+    let info = format!("{scheme}://{node}")
+        .into_connection_info()
+        .map_err(|e| format!("store.cluster.nodes: {}", e.category()))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &seeds.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &seeds.password {
+        settings = settings.set_password(password.expose());
+    }
+    finish(with_credentials(info.set_redis_settings(settings), config), &config.tls)
 }
 
 /// `info` with `store.username` and the password of `store.password_env`, where given
@@ -144,5 +201,43 @@ fn explain_tls(e: &rustls::Error) -> String {
             | AlertDescription::HandshakeFailure,
         ) => "TLS: the server refused the gateway's client certificate (store.tls.cert_file and key_file)".into(),
         other => format!("TLS: {other}"),
+    }
+}
+
+/// A connection commands go to: one Redis (followed through Sentinel failovers by
+/// [`super::primary`]) or a cluster, whose connection sends each command to the
+/// master of its key's slot and follows `MOVED`, `ASK` and failovers itself.
+/// Cheap to clone: a handle on multiplexed connections.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
     }
 }

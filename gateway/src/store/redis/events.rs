@@ -22,12 +22,17 @@ impl RedisStore {
             let mut backoff = Duration::from_millis(100);
             let mut connected_before = false;
             let mut changes = primary.changes();
+            // Which of the node's subscribers to try: the next one after a failure.
+            let mut attempt = 0_usize;
             loop {
                 changes.borrow_and_update();
-                // The primary of now (with Sentinel: once one is known).
-                let client = primary.node().map(|node| node.client.clone());
+                // The primary of now (with Sentinel: once one is known), or a node of the cluster.
+                let client = primary
+                    .node()
+                    .ok()
+                    .and_then(|node| node.subscribers.get(attempt % node.subscribers.len().max(1)).cloned());
                 let session = async {
-                    let Ok(client) = client else { return Ok(None) };
+                    let Some(client) = client else { return Ok(None) };
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;
                     Ok::<_, redis::RedisError>(Some(pubsub))
@@ -69,11 +74,13 @@ impl RedisStore {
                             }
                         }
                         tracing::warn!("redis events: subscription lost (or the primary changed); resubscribing");
+                        attempt += 1;
                         // Whatever happens while disconnected is missed: look again once back.
                         sink(StoreEvent::Resync);
                     }
                     Err(e) => {
                         tracing::warn!(error = %describe(&e), retry_in_ms = duration_ms(backoff), "redis events: cannot subscribe");
+                        attempt += 1;
                     }
                 }
                 tokio::select! {

@@ -51,10 +51,9 @@ use std::time::Duration;
 
 use gateway_config::StoreConfig;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use self::breaker::Breaker;
-use self::connect::{describe, reason};
+use self::connect::{Conn, describe, reason};
 use self::primary::Primary;
 use super::StoreError;
 
@@ -115,7 +114,13 @@ impl Scripts {
 impl RedisStore {
     /// Builds the client of `config` without connecting: the URL, user and TLS files are usable.
     pub fn check(config: &StoreConfig) -> Result<(), String> {
-        if config.sentinel.is_some() { Ok(()) } else { connect::client(config).map(drop) }
+        if config.sentinel.is_some() {
+            Ok(())
+        } else if let Some(seeds) = config.cluster_seeds() {
+            primary::cluster_clients(config, &seeds).map(drop)
+        } else {
+            connect::client(config).map(drop)
+        }
     }
 
     /// A store on `config.redis_url`, or on the primary `config.sentinel` names.
@@ -175,8 +180,8 @@ impl RedisStore {
         }
     }
 
-    /// A connection to the primary (cheap: a handle on a multiplexed connection).
-    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    /// A connection to the primary or the cluster (cheap: a handle on multiplexed connections).
+    fn conn(&self) -> Result<Conn, StoreError> {
         Ok(self.primary.node()?.conn.clone())
     }
 }

@@ -1,5 +1,7 @@
-//! Which Redis the store talks to: the one `store.redis_url` names, or the
-//! primary Redis Sentinel names (`store.sentinel`), followed through failovers.
+//! Which Redis the store talks to: the one `store.redis_url` names, the
+//! primary Redis Sentinel names (`store.sentinel`), followed through failovers,
+//! or a Redis Cluster (`store.cluster`, `redis+cluster://`), whose connection
+//! follows the cluster's slots and failovers itself.
 //!
 //! With Sentinel a task asks the sentinels for the primary
 //! (`SENTINEL get-master-addr-by-name`) every [`LOOK_EVERY`], and at once when a
@@ -13,22 +15,26 @@
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use gateway_config::{SentinelConfig, StoreConfig};
+use gateway_config::{ClusterSeeds, SentinelConfig, StoreConfig};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::{Client, IntoConnectionInfo};
 use tokio::sync::{Notify, watch};
 
-use super::connect;
+use super::connect::{self, Conn};
 use crate::store::StoreError;
 
 /// How often the sentinels are asked where the primary is.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// A Redis to send commands to.
+/// A Redis (or a cluster) to send commands to.
 pub(super) struct Node {
-    pub client: Client,
-    pub conn: ConnectionManager,
-    /// `host:port`, as Sentinel named it (none for `redis_url`).
+    /// Where the event subscription may be made, tried in turn: the Redis itself,
+    /// or each of a cluster's seed nodes (a cluster forwards every `PUBLISH` to
+    /// all its nodes, so one subscription on any node hears the whole fleet).
+    pub subscribers: Vec<Client>,
+    pub conn: Conn,
+    /// `host:port`, as Sentinel named it (none for `redis_url` or a cluster).
     pub addr: Option<String>,
 }
 
@@ -54,7 +60,27 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
 fn node(client: Client, timeout: Duration, addr: Option<String>) -> Result<Node, String> {
     let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))
         .map_err(|e| format!("store: {}", e.category()))?;
-    Ok(Node { client, conn, addr })
+    Ok(Node { subscribers: vec![client], conn: Conn::Single(conn), addr })
+}
+
+/// The clients of a cluster: its connection and one client per seed node.
+pub(super) fn cluster_clients(
+    config: &StoreConfig,
+    seeds: &ClusterSeeds,
+) -> Result<(ClusterClient, Vec<Client>), String> {
+    let cluster = connect::cluster_client(config, seeds)?;
+    let subscribers =
+        seeds.nodes.iter().map(|n| connect::node_client(config, seeds, n)).collect::<Result<Vec<_>, _>>()?;
+    Ok((cluster, subscribers))
+}
+
+/// A cluster, connected in the background (a gateway whose cluster is down starts, degraded).
+fn cluster_node(config: &StoreConfig, seeds: &ClusterSeeds) -> Result<Node, String> {
+    let (cluster, subscribers) = cluster_clients(config, seeds)?;
+    let conn = cluster.get_pending_async_connection_with_config(
+        ClusterConfig::new().set_connection_timeout(config.timeout).set_response_timeout(config.timeout),
+    );
+    Ok(Node { subscribers, conn: Conn::Cluster(conn), addr: None })
 }
 
 impl Primary {
@@ -63,7 +89,10 @@ impl Primary {
     pub(super) fn new(config: &StoreConfig) -> Result<Arc<Self>, String> {
         let (changed, _) = watch::channel(0);
         let Some(sentinel) = config.sentinel.clone() else {
-            let node = node(connect::client(config)?, config.timeout, None)?;
+            let node = match config.cluster_seeds() {
+                Some(seeds) => cluster_node(config, &seeds)?,
+                None => node(connect::client(config)?, config.timeout, None)?,
+            };
             return Ok(Arc::new(Self {
                 node: RwLock::new(Some(Arc::new(node))),
                 changed,
