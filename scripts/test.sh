@@ -18,6 +18,16 @@ if ! command -v redis-server >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The cluster tests create their clusters with redis-cli (Debian's redis-tools,
+# which redis-server depends on; installed on its own if it is missing anyway).
+if ! command -v redis-cli >/dev/null; then
+  echo "--- installing redis-cli (Debian's redis-tools)"
+  sudo_cmd=""
+  [[ "$(id -u)" != 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-tools >/dev/null
+fi
+
 # tests/deploy renders deploy/'s kustomize overlays with `kubectl kustomize`.
 # Debian's kubernetes-client is kubectl 1.20 (kustomize v2.0.3): the overlays
 # are written to render with it as well as with a current kubectl.

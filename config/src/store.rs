@@ -18,7 +18,8 @@ use crate::{EnvLookup, Secret, resolve_secret};
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `redis://[[user]:password@]host:6379/0`, `rediss://...` for TLS (or
-    /// `redis+unix://`, `unix://`): a store shared by every replica. Omit for the
+    /// `redis+unix://`, `unix://`; a Redis Cluster is
+    /// `redis+cluster://host:port,host:port`, `rediss+cluster://` for TLS): a store shared by every replica. Omit for the
     /// embedded in-memory store. As it may hold a password, it is best given by
     /// `SUMMARY_GATEWAY__STORE__REDIS_URL` (or the password by `password_env`).
     pub redis_url: Option<Secret<String>>,

@@ -24,6 +24,7 @@ mod observability;
 mod openapi;
 mod otlp;
 mod quota;
+mod redis_cluster;
 mod redis_secure;
 mod redis_sentinel;
 mod redis_support;

@@ -9,9 +9,13 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult};
+
+use crate::common::{TestGateway, commbox_body};
 
 /// The shared test Redis.
 pub fn shared_url() -> String {
@@ -69,7 +73,7 @@ pub fn key_type(con: &mut dyn redis::ConnectionLike, key: &str) -> String {
 /// (each command sent to its key's node).
 pub enum TestCon {
     Single(Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl redis::ConnectionLike for TestCon {
@@ -169,7 +173,7 @@ impl TestRedis {
 
     pub fn connection(&self) -> TestCon {
         match &self.cluster {
-            Some(cluster) => TestCon::Cluster(cluster.connection()),
+            Some(cluster) => TestCon::Cluster(Box::new(cluster.connection())),
             None => TestCon::Single(connect(&self.url).unwrap()),
         }
     }
@@ -326,6 +330,9 @@ pub struct TestCluster {
     nodes: Vec<PrivateRedis>,
 }
 
+/// A node as `CLUSTER NODES` lists it: its port, its flags, the slot ranges it serves.
+type ClusterNode = (u16, String, Vec<(u16, u16)>);
+
 /// How long a node may be unreachable before the cluster counts it as failed.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
 
@@ -384,7 +391,7 @@ impl TestCluster {
     }
 
     /// `CLUSTER NODES` as one running node sees it: (port, flags, slot ranges) per node.
-    fn topology(&self) -> Vec<(u16, String, Vec<(u16, u16)>)> {
+    fn topology(&self) -> Vec<ClusterNode> {
         let url = self.node_urls().into_iter().next().expect("a running node");
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut connect(&url).unwrap()).unwrap();
         nodes
@@ -417,8 +424,7 @@ impl TestCluster {
                     && !flags.contains("fail")
                     && slots.iter().any(|&(a, b)| a <= slot && slot <= b)
             })
-            .map(|(port, _, _)| port)
-            .unwrap_or_else(|| panic!("no master serves slot {slot}"));
+            .map_or_else(|| panic!("no master serves slot {slot}"), |(port, _, _)| port);
         self.nodes.iter().position(|n| n.port() == port).unwrap()
     }
 
@@ -448,4 +454,84 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Callers starting CommBox jobs one after another on `gw` (each a store write),
+/// for a failover under load: what each request got, and when.
+pub struct JobLoad {
+    stop: Arc<AtomicBool>,
+    stored: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+}
+
+/// One request of a [`JobLoad`]: when it was answered, its status, how long it took.
+pub type Answer = (Instant, u16, Duration);
+
+impl JobLoad {
+    /// `workers` callers, each starting jobs one after another until [`Self::stop`].
+    pub fn start(gw: &Arc<TestGateway>, workers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stored = Arc::new(AtomicUsize::new(0));
+        let workers = (0..workers)
+            .map(|worker| {
+                let (gw, stop, stored) = (Arc::clone(gw), Arc::clone(&stop), Arc::clone(&stored));
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let sent = Instant::now();
+                        let body = commbox_body(&format!("load {worker} {i}"));
+                        let r = gw.post("/v1/summaries").json(&body).send().await.unwrap();
+                        seen.push((Instant::now(), r.status().as_u16(), sent.elapsed()));
+                        if r.status() == 202 {
+                            stored.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Self { stop, stored, workers }
+    }
+
+    /// Jobs stored so far.
+    pub fn stored(&self) -> usize {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Stops the callers: every answer they had.
+    pub async fn stop(self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen = Vec::new();
+        for worker in self.workers {
+            seen.extend(worker.await.unwrap());
+        }
+        seen
+    }
+}
+
+/// What callers saw around a failover: 202, or 503 while the store took no
+/// writes, nothing else. Prints and returns (requests, refused, slowest).
+pub fn report_failover(what: &str, followed_in: Duration, seen: &[Answer]) -> (usize, usize, Duration) {
+    let refused: Vec<&Answer> = seen.iter().filter(|(_, s, _)| *s != 202).collect();
+    assert!(refused.iter().all(|(_, s, _)| *s == 503), "{what}: unexpected statuses: {refused:?}");
+    let slowest = seen.iter().map(|(_, _, took)| *took).max().unwrap_or_default();
+    // 503s come at once (the store's breaker): their count says how fast callers
+    // asked, the time between the first and the last how long the store was out.
+    let refused_for = match (refused.iter().map(|r| r.0).min(), refused.iter().map(|r| r.0).max()) {
+        (Some(first), Some(last)) => last - first,
+        _ => Duration::ZERO,
+    };
+    eprintln!(
+        "{what} under load: a job stored after the switch {} ms after it; {} requests, {} refused with 503 over {} ms, \
+         the slowest {} ms",
+        followed_in.as_millis(),
+        seen.len(),
+        refused.len(),
+        refused_for.as_millis(),
+        slowest.as_millis()
+    );
+    assert!(seen.len() > refused.len(), "{what}: no request succeeded around the failover");
+    (seen.len(), refused.len(), slowest)
 }

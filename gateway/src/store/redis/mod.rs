@@ -19,7 +19,13 @@
 //! | `P:{rl:<caller>}:gcra` | string | the caller's GCRA theoretical arrival time (µs, Redis clock) | when it is in the past |
 //! | `P:{shared:<name>}` | string / sorted set | provider state shared by the fleet (Yeastar token, its renewal lock, ElevateAI slots) | the token's life / the lock's / each slot's |
 //!
-//! Events between replicas are published on the channel `P:events`.
+//! Events between replicas are published on the channel `P:events` (on a Redis
+//! Cluster too: it forwards every `PUBLISH` to all its nodes, and the scripts that
+//! publish run in their keys' slots, where a sharded channel could not be).
+//!
+//! On a Redis Cluster the `{jobs}` tag puts the job table, its leases and the
+//! outbox on one master; README.md ("Redis Cluster") gives the load that puts on
+//! it and the number of pending jobs it bounds.
 //!
 //! # Failure handling
 //! Every command has `store.timeout`. A command that fails or times out marks the
