@@ -40,6 +40,14 @@ use crate::waiters::Waiters;
 /// to the lease: another replica, or this one, polls and ends it again).
 const FINISH_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
 
+/// What ended a poller's wait between two polls.
+enum Wake {
+    /// Time to poll (or a vendor callback said so).
+    Poll,
+    /// Stop polling this job here.
+    Stop,
+}
+
 /// How a job ended.
 enum End {
     Completed(providers::Completed),
@@ -208,43 +216,15 @@ impl Jobs {
         };
         let deadline = instant_of(job.deadline_ms);
         let mut failures = 0_u32;
-        let renew_every = self.job_lease / 3;
-        let mut renew_at = Instant::now() + renew_every;
+        // Only a replica of a fleet holds a lease to renew: without one there is no
+        // renewal to wake up for (an instant left in the past would make the wait
+        // below return at once, over and over, until the poll: a busy loop).
+        let mut renew_at = self.first_renewal();
         loop {
             let poll_at = (Instant::now() + poll_delay(policy, failures)).min(deadline);
-            // Sleep until the poll, renewing the lease on the way.
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(poll_at.min(renew_at)) => {}
-                    () = nudge.notified() => {
-                        tracing::debug!(summary_id = %job.id, "vendor callback: polling now");
-                        break;
-                    }
-                    () = self.stop.cancelled() => {
-                        // Hand the job over: another replica takes it at once.
-                        if let Some(fleet) = &self.fleet {
-                            let _ = fleet.release_lease(&job.id).await;
-                        }
-                        return;
-                    }
-                }
-                if let Some(fleet) = &self.fleet
-                    && Instant::now() >= renew_at
-                {
-                    renew_at = Instant::now() + renew_every;
-                    match fleet.renew_lease(&job.id).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(summary_id = %job.id, "the job's lease is another replica's now (or the job ended); not polling it here");
-                            return;
-                        }
-                        // Nobody can take it while the store is down: keep polling.
-                        Err(e) => tracing::debug!(summary_id = %job.id, error = %e, "could not renew a job's lease"),
-                    }
-                }
-                if Instant::now() >= poll_at {
-                    break;
-                }
+            match self.wait_for_poll(&job.id, poll_at, &mut renew_at, nudge).await {
+                Wake::Poll => {}
+                Wake::Stop => return,
             }
             let end = match provider.poll(&job.vendor_ref).await {
                 Ok(Polled::Pending) => {
@@ -285,6 +265,54 @@ impl Jobs {
             if let Some(end) = end {
                 self.finish(&job, provider, end).await;
                 return;
+            }
+        }
+    }
+
+    /// When a new poller first renews its job's lease: a third of the lease from
+    /// now, with a fleet; never without one.
+    fn first_renewal(&self) -> Option<Instant> {
+        self.fleet.as_ref().map(|_| Instant::now() + self.job_lease / 3)
+    }
+
+    /// Sleeps until `poll_at`, renewing the job's lease at `renew_at` on the way
+    /// (a fleet's replica only: `renew_at` is then `Some`). Returns early to poll
+    /// at once when a vendor callback nudges the job; [`Wake::Stop`] when this
+    /// replica stops (its lease released for another) or the lease is another's.
+    async fn wait_for_poll(&self, id: &str, poll_at: Instant, renew_at: &mut Option<Instant>, nudge: &Notify) -> Wake {
+        let renew_every = self.job_lease / 3;
+        loop {
+            let wake_at = renew_at.map_or(poll_at, |renew| renew.min(poll_at));
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = nudge.notified() => {
+                    tracing::debug!(summary_id = %id, "vendor callback: polling now");
+                    return Wake::Poll;
+                }
+                () = self.stop.cancelled() => {
+                    // Hand the job over: another replica takes it at once.
+                    if let Some(fleet) = &self.fleet {
+                        let _ = fleet.release_lease(id).await;
+                    }
+                    return Wake::Stop;
+                }
+            }
+            if let (Some(fleet), Some(at)) = (&self.fleet, renew_at.as_mut())
+                && Instant::now() >= *at
+            {
+                *at = Instant::now() + renew_every;
+                match fleet.renew_lease(id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(summary_id = %id, "the job's lease is another replica's now (or the job ended); not polling it here");
+                        return Wake::Stop;
+                    }
+                    // Nobody can take it while the store is down: keep polling.
+                    Err(e) => tracing::debug!(summary_id = %id, error = %e, "could not renew a job's lease"),
+                }
+            }
+            if Instant::now() >= poll_at {
+                return Wake::Poll;
             }
         }
     }
@@ -363,6 +391,45 @@ fn instant_of(unix_ms: u64) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a fleet there is no lease to renew, so a poller's wait lasts until
+    /// its poll, however long after a third of `job_lease` that is. (It used to
+    /// keep a renewal instant that passed after a third of the lease and was
+    /// never moved on: every wait from then on returned at once, a busy loop
+    /// burning a core per pending job until the next poll.) On paused time the
+    /// clock only moves when every task is idle, so a spinning wait never sees
+    /// its poll: the wall-clock watchdog below fails the test instead of hanging.
+    #[test]
+    fn without_a_fleet_the_wait_between_polls_sleeps() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build();
+            let Ok(runtime) = runtime else { return };
+            let woke_after = runtime.block_on(async {
+                let mut config = Config::default();
+                config.store.job_lease = Duration::from_secs(3);
+                let stores = Stores::from_config(&config.store, "test").expect("the embedded store");
+                let jobs = Jobs::new(
+                    &stores,
+                    Arc::new(Waiters::default()),
+                    Arc::new(Notify::new()),
+                    CancellationToken::new(),
+                    &config,
+                );
+                let nudge = Notify::new();
+                let start = Instant::now();
+                // Far past a third of the lease, several times over.
+                let poll_at = start + Duration::from_secs(60);
+                let mut renew_at = jobs.first_renewal();
+                assert!(matches!(jobs.wait_for_poll("sum_x", poll_at, &mut renew_at, &nudge).await, Wake::Poll));
+                assert_eq!(renew_at, None);
+                Instant::now() - start
+            });
+            let _ = done_tx.send(woke_after);
+        });
+        let woke_after = done_rx.recv_timeout(Duration::from_secs(20)).expect("the wait ended (it did not spin)");
+        assert_eq!(woke_after, Duration::from_secs(60));
+    }
 
     #[test]
     fn poll_delays_are_jittered_and_back_off_to_the_cap() {
